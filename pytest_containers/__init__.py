@@ -1,0 +1,61 @@
+"""pytest-containers: pytest fixtures that pull or build OCI images and run
+ephemeral, namespaced, cgroup-limited containers. No daemon, works offline,
+nothing left behind.
+
+This module only re-exports the public names.
+"""
+
+from .containers import ContainerHandle, Containers, RunResult
+from .exceptions import (
+    AuthenticationError,
+    BackendNotFoundError,
+    CgroupError,
+    CommandNotFoundError,
+    ContainerRuntimeError,
+    ContainersError,
+    ContainerStartError,
+    DigestMismatchError,
+    ImageError,
+    ImageNotFoundError,
+    InvalidReferenceError,
+    ManifestUnknownError,
+    PlatformNotFoundError,
+    RegistryError,
+    RegistryUnavailableError,
+    UnsafeLayerError,
+    UnsupportedMediaTypeError,
+)
+from .hookspecs import hookimpl
+from .images import Images
+from .runtime import ExecResult, ExitStatus, Resources, Stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "BackendNotFoundError",
+    "CgroupError",
+    "CommandNotFoundError",
+    "ContainerHandle",
+    "ContainerRuntimeError",
+    "ContainerStartError",
+    "Containers",
+    "ContainersError",
+    "DigestMismatchError",
+    "ExecResult",
+    "ExitStatus",
+    "ImageError",
+    "ImageNotFoundError",
+    "Images",
+    "InvalidReferenceError",
+    "ManifestUnknownError",
+    "PlatformNotFoundError",
+    "RegistryError",
+    "RegistryUnavailableError",
+    "Resources",
+    "RunResult",
+    "Stats",
+    "UnsafeLayerError",
+    "UnsupportedMediaTypeError",
+    "hookimpl",
+]

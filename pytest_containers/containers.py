@@ -1,0 +1,275 @@
+"""Run images as containers: the ``containers`` factory and its handles.
+
+``Containers.run`` runs a command to completion and returns a
+:class:`RunResult`; ``Containers.start`` returns a :class:`ContainerHandle`.
+Everything a factory started is killed and removed by :meth:`Containers.close`
+(the ``containers`` fixture's teardown), undo-stack style, newest first.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal as _signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .convert import container_spec
+from .images import Images
+from .runtime import Container, ExecResult, ExitStatus, Mount, Resources, Runtime, Stats
+from .runtime.types import NetworkMode
+
+
+def new_container_id() -> str:
+    """A fresh host-unique container id: ``ptc-`` and 12 hex digits."""
+    return "ptc-" + secrets.token_hex(6)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A container run to completion.
+
+    ``exit_code`` is 128+N when killed by signal N; ``oom_killed`` comes from the
+    cgroup's ``oom_kill`` counter; ``memory_peak_bytes`` from the kernel's peak
+    (v1 ``memory.max_usage_in_bytes``, v2 ``memory.peak``).
+    """
+
+    container_id: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    oom_killed: bool
+    memory_peak_bytes: int | None
+    signal: int | None
+    stats: Stats
+
+    @property
+    def ok(self) -> bool:
+        """True when the exit code is 0."""
+        return self.exit_code == 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+class ContainerHandle:
+    """A running (or exited) container started by :meth:`Containers.start`."""
+
+    def __init__(self, container: Container, *, image: str, args: Sequence[str]) -> None:
+        self._container = container
+        self.image = image
+        self.args = tuple(args)
+        self._status: ExitStatus | None = None
+        self._stats: Stats | None = None
+        self._logs: tuple[bytes, bytes] | None = None
+        self._removed = False
+
+    @property
+    def id(self) -> str:
+        """The container id, ``ptc-<12 hex>``."""
+        return self._container.id
+
+    @property
+    def pid(self) -> int:
+        """Host pid of the container's PID 1."""
+        return self._container.pid
+
+    @property
+    def stdout_path(self) -> Path:
+        """File receiving the container's stdout (gone after :meth:`remove`)."""
+        return self._container.stdout_path
+
+    @property
+    def stderr_path(self) -> Path:
+        """File receiving the container's stderr (gone after :meth:`remove`)."""
+        return self._container.stderr_path
+
+    def __repr__(self) -> str:
+        return f"<ContainerHandle {self.id} {self.image} {list(self.args)!r}>"
+
+    def exec(
+        self,
+        command: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        timeout: float | None = 60.0,
+    ) -> ExecResult:
+        """Run ``command`` in the container's namespaces and cgroup, to completion
+        (``timeout`` seconds). Returns exit code, stdout and stderr bytes."""
+        from .convert import command_args
+
+        args = command_args(command) or []
+        env_list = [f"{k}={v}" for k, v in env.items()] if env else None
+        return self._container.exec(args, env=env_list, cwd=workdir, timeout=timeout)
+
+    def logs(self, stream: Literal["stdout", "stderr", "both"] = "both") -> str:
+        """The container's output so far, decoded as UTF-8 (invalid bytes replaced)."""
+        out, err = (
+            self._logs
+            if self._logs
+            else (_read(self._container.stdout_path), _read(self._container.stderr_path))
+        )
+        data = {"stdout": out, "stderr": err, "both": out + err}[stream]
+        return data.decode("utf-8", "replace")
+
+    def poll(self) -> ExitStatus | None:
+        """The exit status when the process has exited, else ``None``."""
+        if self._status is None:
+            self._status = self._container.poll()
+        return self._status
+
+    def wait(self, timeout: float | None = None) -> ExitStatus:
+        """Wait for the process to exit (``timeout`` seconds; raises ``TimeoutError``)."""
+        if self._status is None:
+            self._status = self._container.wait(timeout)
+        return self._status
+
+    def kill(self, signal: int = _signal.SIGKILL) -> None:
+        """Send ``signal`` (a number) to the container's PID 1."""
+        if self.poll() is None:
+            self._container.kill(int(signal))
+
+    def stop(self, timeout: float = 10.0) -> ExitStatus:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds, like ``docker stop``.
+
+        A PID 1 with no SIGTERM handler ignores it (kernel rule for a namespace's
+        init), so such a container is killed after ``timeout``."""
+        if self.poll() is None:
+            self._container.kill(_signal.SIGTERM)
+            try:
+                return self.wait(timeout)
+            except TimeoutError:
+                self._container.kill(_signal.SIGKILL)
+        return self.wait(None)
+
+    def stats(self) -> Stats:
+        """The kernel's counters of the container's cgroup (kept after removal)."""
+        if self._removed and self._stats is not None:
+            return self._stats
+        return self._container.stats()
+
+    def remove(self) -> None:
+        """Kill and delete the container, keeping its logs and last stats. Idempotent."""
+        if self._removed:
+            return
+        try:
+            self._stats = self._container.stats()
+        except OSError:
+            self._stats = self._stats or Stats()
+        self._logs = (_read(self._container.stdout_path), _read(self._container.stderr_path))
+        self._container.delete()
+        self._removed = True
+
+
+class Containers:
+    """Start containers from images, and remove all of them at :meth:`close`.
+
+    ``images`` resolves references to images in the store (pulling per the
+    pull policy); ``runtime`` is the backend.
+    """
+
+    def __init__(self, images: Images, runtime: Runtime) -> None:
+        self.images = images
+        self.runtime = runtime
+        self._started: list[ContainerHandle] = []
+
+    def start(
+        self,
+        image: str,
+        command: str | Sequence[str] | None = None,
+        *,
+        entrypoint: str | Sequence[str] | None = None,
+        memory: int | str | None = None,
+        cpus: float | None = None,
+        pids: int | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | int | None = None,
+        hostname: str | None = None,
+        network: NetworkMode = "none",
+        volumes: Sequence[Mount] = (),
+        read_only: bool = False,
+    ) -> ContainerHandle:
+        """Start ``image`` (a reference) and return its handle.
+
+        ``memory`` in bytes or ``"64m"``; ``cpus`` a float count of CPUs;
+        ``pids`` the pids limit; ``command`` replaces the image's CMD (a list,
+        or a string split like a shell). Raises ``InvalidReferenceError``,
+        registry errors when the image must be pulled, ``CommandNotFoundError``
+        when the command is not in the image, ``ContainerStartError``.
+        """
+        resources = Resources.from_options(memory=memory, cpus=cpus, pids=pids)
+        img = self.images.get(image)
+        layers = self.images.snapshots(img)
+        container_id = new_container_id()
+        spec = container_spec(
+            layers=layers,
+            image_config=img.config,
+            command=command,
+            entrypoint=entrypoint,
+            env=env,
+            workdir=workdir,
+            user=user,
+            hostname=hostname or container_id[4:],
+            resources=resources,
+            mounts=volumes,
+            network=network,
+            read_only=read_only,
+        )
+        container = self.runtime.start(spec, container_id=container_id)
+        handle = ContainerHandle(container, image=image, args=spec.args)
+        self._started.append(handle)
+        return handle
+
+    def run(
+        self,
+        image: str,
+        command: str | Sequence[str] | None = None,
+        *,
+        timeout: float | None = 300.0,
+        **options: object,
+    ) -> RunResult:
+        """Run ``image`` to completion (``timeout`` seconds, then killed and
+        ``TimeoutError`` raised) and remove it. Options as for :meth:`start`."""
+        handle = self.start(image, command, **options)  # type: ignore[arg-type]
+        try:
+            status = handle.wait(timeout)
+        except TimeoutError:
+            handle.remove()
+            raise
+        handle.remove()
+        stats = handle.stats()
+        return RunResult(
+            container_id=handle.id,
+            exit_code=status.exit_code,
+            stdout=handle.logs("stdout"),
+            stderr=handle.logs("stderr"),
+            oom_killed=status.oom_killed,
+            memory_peak_bytes=stats.memory_peak_bytes,
+            signal=status.signal,
+            stats=stats,
+        )
+
+    @property
+    def started(self) -> list[ContainerHandle]:
+        """Every handle this factory started, oldest first."""
+        return list(self._started)
+
+    def close(self) -> None:
+        """Remove every container started here, newest first; the first error is
+        raised after all were tried."""
+        first: BaseException | None = None
+        while self._started:
+            handle = self._started.pop()
+            try:
+                handle.remove()
+            except Exception as exc:  # keep tearing down the rest
+                first = first or exc
+        if first is not None:
+            raise first

@@ -1,0 +1,129 @@
+"""The one exception tree of pytest-containers.
+
+::
+
+    ContainersError (Exception)
+    ├── InvalidReferenceError (ValueError)       a malformed image reference
+    ├── RegistryError                            talking to a registry failed
+    │   ├── RegistryUnavailableError (ConnectionError)   down, refused, timed out
+    │   ├── AuthenticationError (PermissionError)        401/403, token flow failed
+    │   └── ManifestUnknownError (LookupError)           unknown repository, tag or digest
+    ├── ImageError                               the image's content is unusable
+    │   ├── DigestMismatchError (ValueError)     bytes do not match size or digest
+    │   ├── UnsupportedMediaTypeError (ValueError)
+    │   ├── PlatformNotFoundError (LookupError)  no index entry for this platform
+    │   ├── ImageNotFoundError (LookupError)     not in the local store (pull policy never)
+    │   └── UnsafeLayerError (ValueError)        a layer entry would write outside its rootfs
+    └── ContainerRuntimeError (RuntimeError)
+        ├── BackendNotFoundError (LookupError)   unknown --container-runtime name
+        ├── CommandNotFoundError (FileNotFoundError)  the command is not in the image
+        ├── ContainerStartError                  create/start failed; nothing left behind
+        └── CgroupError (OSError)                a cgroup could not be made or written
+
+Every exception carries structured fields (``reference``, ``digest``,
+``argv``, ``returncode``, ``stderr``, ``errno``...) and pickles with them, so
+that pytest-xdist can send it between processes (urllib3 ``exceptions.py``).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from typing import Any
+
+
+class ContainersError(Exception):
+    """Base of every error raised by pytest-containers.
+
+    Subclasses keep their keyword fields in ``self.fields`` (also set as
+    attributes) so ``pickle`` rebuilds them exactly.
+    """
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.fields))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[ContainersError], message: str, fields: dict[str, Any]) -> ContainersError:
+    return cls(message, **fields)
+
+
+class InvalidReferenceError(ContainersError, ValueError):
+    """A malformed image reference. Fields: ``reference``."""
+
+
+class RegistryError(ContainersError):
+    """Talking to a registry failed. Fields: ``url``, ``status``."""
+
+
+class RegistryUnavailableError(RegistryError, ConnectionError):
+    """The registry is down, refused the connection or timed out. Fields: ``url``."""
+
+
+class AuthenticationError(RegistryError, PermissionError):
+    """The registry refused our credentials or the token flow failed.
+
+    Fields: ``url``, ``status``."""
+
+
+class ManifestUnknownError(RegistryError, LookupError):
+    """Unknown repository, tag or digest. Fields: ``reference``, ``status``."""
+
+
+class ImageError(ContainersError):
+    """The image's content is unusable."""
+
+
+class DigestMismatchError(ImageError, ValueError):
+    """Bytes do not match the expected size or digest. Fields: ``digest``, ``actual``, ``size``."""
+
+
+class UnsupportedMediaTypeError(ImageError, ValueError):
+    """A manifest or layer media type we cannot handle. Fields: ``media_type``."""
+
+
+class PlatformNotFoundError(ImageError, LookupError):
+    """No entry of an index matches the wanted platform. Fields: ``platform``, ``available``."""
+
+
+class ImageNotFoundError(ImageError, LookupError):
+    """The image is not in the local store. Fields: ``reference``."""
+
+
+class UnsafeLayerError(ImageError, ValueError):
+    """A layer entry would write outside its rootfs. Fields: ``digest``, ``path``."""
+
+
+class ContainerRuntimeError(ContainersError, RuntimeError):
+    """A container could not be run. Fields vary: ``argv``, ``returncode``, ``stderr``."""
+
+
+class BackendNotFoundError(ContainerRuntimeError, LookupError):
+    """Unknown runtime backend name. Fields: ``name``, ``available``."""
+
+
+class CommandNotFoundError(ContainerRuntimeError, FileNotFoundError):
+    """The command does not exist in the image. Fields: ``argv``."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.errno = _errno.ENOENT
+
+
+class ContainerStartError(ContainerRuntimeError):
+    """Create or start failed; nothing of the container is left behind.
+
+    Fields: ``container_id``, ``argv``, ``stderr``.
+    """
+
+
+class CgroupError(ContainerRuntimeError, OSError):
+    """A cgroup could not be created, written or removed. Fields: ``path``, ``errno``."""

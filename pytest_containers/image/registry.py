@@ -1,0 +1,294 @@
+"""A distribution-spec registry client (OCI distribution spec v1.0, "Pull").
+
+The only module that imports httpx; :func:`_map_httpx_errors` turns its
+errors into ours (like httpx's own ``map_httpcore_exceptions``):
+
+- connect errors, timeouts, broken connections -> :class:`RegistryUnavailableError`
+- 401/403 after the token flow -> :class:`AuthenticationError`
+- 404 -> :class:`ManifestUnknownError`
+- other 4xx/5xx -> :class:`RegistryError` (429 and 5xx are retried by
+  :func:`pytest_containers._retry.registry_request`)
+
+Authentication: anonymous Bearer tokens (distribution ``docs/spec/auth/token.md``):
+a 401 with ``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` makes
+the client GET the realm for a token and retry once with it. Scheme is plain
+``http`` for loopback hosts (Docker's default insecure loopback), ``https``
+otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Literal
+
+import httpx
+
+from pytest_containers import _retry
+from pytest_containers.exceptions import (
+    AuthenticationError,
+    DigestMismatchError,
+    ManifestUnknownError,
+    RegistryError,
+    RegistryUnavailableError,
+    UnsupportedMediaTypeError,
+)
+from pytest_containers.image import mediatypes as mt
+from pytest_containers.image.digest import digest_of
+from pytest_containers.image.manifest import Descriptor
+from pytest_containers.image.reference import Reference
+
+#: Largest manifest accepted, in bytes (distribution's own limit is 4 MiB).
+MANIFEST_MAX_BYTES = 4 * 1024 * 1024
+CHUNK_BYTES = 1 << 20
+_CHALLENGE_PARAM_RE = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
+
+
+def default_scheme(host: str) -> Literal["http", "https"]:
+    """``http`` for ``localhost``, ``127.*`` and ``[::1]`` (with any port), else ``https``."""
+    name = host[: host.index("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
+    loopback = name in ("localhost", "[::1]") or name.startswith("127.")
+    return "http" if loopback else "https"
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    """A manifest or index as received: exact ``data`` bytes, HTTP ``media_type``,
+    and ``digest`` (``sha256:<hex>`` computed from ``data``)."""
+
+    data: bytes
+    media_type: str
+    digest: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@contextlib.contextmanager
+def _map_httpx_errors(url: str) -> Iterator[None]:
+    try:
+        yield
+    except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        raise RegistryUnavailableError(
+            f"registry unavailable at {url}: {exc or type(exc).__name__}", url=url
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise RegistryError(f"request to {url} failed: {exc}", url=url, status=None) from exc
+
+
+def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, params = header.strip().partition(" ")
+    return scheme.lower(), {
+        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+        for m in _CHALLENGE_PARAM_RE.finditer(params)
+    }
+
+
+class RegistryClient:
+    """A client for one registry host (``host[:port]``, the API host, not ``docker.io``).
+
+    Use as a context manager or call :meth:`close`. ``timeout`` is in seconds
+    per network operation.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        scheme: Literal["http", "https"] | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.host = host
+        self.base_url = f"{scheme or default_scheme(host)}://{host}"
+        self._client = httpx.Client(
+            timeout=timeout, transport=transport, headers={"User-Agent": "pytest-containers"}
+        )
+        self._tokens: dict[str, str] = {}
+
+    @classmethod
+    def for_reference(cls, reference: Reference, **kwargs: object) -> RegistryClient:
+        """A client for the API host of ``reference`` (``registry-1.docker.io`` for Docker Hub)."""
+        return cls(reference.api_host, **kwargs)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- requests -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _request(
+        self, path: str, *, scope: str | None, headers: dict[str, str] | None = None
+    ) -> Iterator[httpx.Response]:
+        """GET ``path`` (streamed), doing the Bearer token dance once on 401."""
+        url = self.base_url + path
+        headers = dict(headers or {})
+        for attempt in range(2):
+            token = self._tokens.get(scope or "")
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            with _map_httpx_errors(url):
+                request = self._client.build_request("GET", url, headers=headers)
+                response = self._client.send(request, stream=True, follow_redirects=True)
+            try:
+                if response.status_code == 401 and attempt == 0:
+                    challenge = response.headers.get("WWW-Authenticate", "")
+                    self._authenticate(url, challenge, scope)
+                    continue
+                yield response
+                return
+            finally:
+                response.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _authenticate(self, url: str, challenge: str, scope: str | None) -> None:
+        scheme, params = _parse_challenge(challenge)
+        if scheme != "bearer" or "realm" not in params:
+            raise AuthenticationError(
+                f"{url} requires {scheme or 'unknown'} authentication and no credentials are"
+                f" configured (WWW-Authenticate: {challenge!r})",
+                url=url,
+                status=401,
+            )
+        query = {k: v for k, v in params.items() if k in ("service", "scope")}
+        if scope:
+            query["scope"] = scope
+        realm = params["realm"]
+        with _map_httpx_errors(realm):
+            response = self._client.get(realm, params=query)
+        if response.status_code != 200:
+            raise AuthenticationError(
+                f"token request to {realm} failed with HTTP {response.status_code}",
+                url=realm,
+                status=response.status_code,
+            )
+        try:
+            body = response.json()
+            token = body.get("token") or body.get("access_token")
+        except ValueError:
+            token = None
+        if not token:
+            raise AuthenticationError(
+                f"token response from {realm} has no token", url=realm, status=response.status_code
+            )
+        self._tokens[scope or ""] = token
+
+    def _raise_for_status(self, response: httpx.Response, what: str, reference: str) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        response.read()
+        detail = response.text[:500].strip()
+        url = str(response.request.url)
+        if status == 404:
+            raise ManifestUnknownError(
+                f"{what} not found: {reference} (HTTP 404 from {url}: {detail})",
+                reference=reference,
+                status=status,
+                url=url,
+            )
+        if status in (401, 403):
+            raise AuthenticationError(
+                f"access to {reference} denied: HTTP {status} from {url}: {detail}",
+                url=url,
+                status=status,
+            )
+        raise RegistryError(f"HTTP {status} from {url}: {detail}", url=url, status=status)
+
+    # -- API ------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """``GET /v2/`` (spec "API version check"); 200 or 401 means a registry is there.
+
+        Raises :class:`RegistryUnavailableError` naming the URL when it is not.
+        """
+
+        def once() -> None:
+            url = f"{self.base_url}/v2/"
+            with _map_httpx_errors(url):
+                response = self._client.get(url)
+            if response.status_code not in (200, 401):
+                self._raise_for_status(response, "registry API", url)
+
+        _retry.registry_request(once)
+
+    def get_manifest(self, reference: Reference) -> FetchedManifest:
+        """``GET /v2/<repository>/manifests/<tag or digest>``, accepting the four
+        supported types (OCI manifest and index, Docker v2 manifest and list).
+
+        The digest of the exact bytes is checked against ``Docker-Content-Digest``
+        (when sent) and against ``reference.digest`` (when pulling by digest):
+        :class:`DigestMismatchError` otherwise. Raises :class:`ManifestUnknownError`
+        naming the reference for an unknown repository, tag or digest.
+        """
+
+        def once() -> FetchedManifest:
+            path = f"/v2/{reference.repository}/manifests/{reference.identifier}"
+            scope = f"repository:{reference.repository}:pull"
+            with self._request(path, scope=scope, headers={"Accept": mt.MANIFEST_ACCEPT}) as resp:
+                self._raise_for_status(resp, "manifest", str(reference))
+                data = b""
+                for chunk in resp.iter_bytes():
+                    data += chunk
+                    if len(data) > MANIFEST_MAX_BYTES:
+                        raise RegistryError(
+                            f"manifest of {reference} exceeds {MANIFEST_MAX_BYTES} bytes",
+                            url=str(resp.request.url),
+                            status=resp.status_code,
+                        )
+                media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+                header_digest = resp.headers.get("Docker-Content-Digest")
+            if media_type in mt.SCHEMA1_TYPES:
+                # Checked first: a signed schema 1 digest covers the payload only.
+                raise UnsupportedMediaTypeError(
+                    f"{reference} is a Docker schema 1 manifest ({media_type}), which is"
+                    " not supported; push it again as OCI or Docker schema 2",
+                    media_type=media_type,
+                )
+            actual = digest_of(data)
+            for expected in (header_digest, reference.digest):
+                if expected and expected != actual:
+                    raise DigestMismatchError(
+                        f"manifest of {reference}: expected {expected}, content hashes to {actual}",
+                        digest=expected,
+                        actual=actual,
+                        size=len(data),
+                    )
+            return FetchedManifest(data=data, media_type=media_type, digest=actual)
+
+        return _retry.registry_request(once)
+
+    def fetch_blob(self, repository: str, descriptor: Descriptor, dest: BinaryIO) -> int:
+        """Stream ``GET /v2/<repository>/blobs/<digest>`` into ``dest``; return bytes written.
+
+        Stops with :class:`DigestMismatchError` as soon as more than
+        ``descriptor.size`` bytes arrive. The caller verifies size and digest
+        of what was written (see :meth:`Store.ingest`). Not retried here: a
+        retry needs a fresh ``dest``.
+        """
+        path = f"/v2/{repository}/blobs/{descriptor.digest}"
+        written = 0
+        with self._request(path, scope=f"repository:{repository}:pull") as resp:
+            self._raise_for_status(resp, "blob", f"{repository}@{descriptor.digest}")
+            with _map_httpx_errors(str(resp.request.url)):
+                for chunk in resp.iter_bytes(CHUNK_BYTES):
+                    written += len(chunk)
+                    if written > descriptor.size:
+                        raise DigestMismatchError(
+                            f"blob {descriptor.digest} of {repository} is larger than its"
+                            f" descriptor's {descriptor.size} bytes",
+                            digest=descriptor.digest,
+                            actual=None,
+                            size=written,
+                        )
+                    dest.write(chunk)
+        return written

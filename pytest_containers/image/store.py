@@ -1,0 +1,318 @@
+"""The local image store: an OCI image layout plus unpacked layer snapshots.
+
+On disk, under ``root``::
+
+    oci/                    an OCI image layout (image-spec ``image-layout.md``)
+      oci-layout            {"imageLayoutVersion": "1.0.0"}
+      index.json            one manifest descriptor per reference
+      blobs/sha256/<hex>    manifests, configs, layers (content addressed)
+    snapshots/<hex>/        one unpacked layer per diffID, shared read-only
+    tmp/                    blobs being downloaded (renamed into blobs/ once verified)
+    locks/                  filelock files (index.json, one per snapshot)
+
+Reference names: each ``index.json`` entry carries the annotation
+``org.opencontainers.image.ref.name`` set to the *full canonical reference*
+``str(Reference)``, e.g. ``127.0.0.1:5000/busybox:latest`` or
+``docker.io/library/busybox@sha256:<hex>``. That string fits the OCI
+``ref.name`` grammar (``:``, ``@``, ``/`` are allowed separators), and both
+``skopeo inspect oci:<root>/oci:<ref>`` and ``umoci stat --image
+<root>/oci:<ref>`` address it verbatim, because both split ``PATH:REF`` at
+the first colon. Consequence: ``root`` must not contain a colon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import filelock
+
+from pytest_containers.exceptions import (
+    DigestMismatchError,
+    ImageError,
+    InvalidReferenceError,
+)
+from pytest_containers.image import mediatypes as mt
+from pytest_containers.image.digest import Hasher, digest_hex, digest_of, validate_digest
+from pytest_containers.image.manifest import Descriptor, ImageConfig, Manifest
+from pytest_containers.image.reference import Reference
+
+#: ``index.json`` annotation: the manifest digest the registry served (differs from
+#: the entry's digest when a Docker manifest was converted to OCI).
+SOURCE_DIGEST_ANNOTATION = "io.github.pytest-containers.source.digest"
+#: Seconds to wait for another process holding a store lock.
+LOCK_TIMEOUT = 600.0
+
+
+def default_root() -> Path:
+    """``$XDG_CACHE_HOME/pytest-containers``, else ``~/.cache/pytest-containers``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "pytest-containers"
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image in the store: its reference, manifest digest (``sha256:<hex>``),
+    manifest and config. ``layers``: layer descriptors, base first."""
+
+    reference: Reference
+    digest: str
+    manifest: Manifest
+    config: ImageConfig
+    source_digest: str | None = None
+
+    @property
+    def layers(self) -> tuple[Descriptor, ...]:
+        return self.manifest.layers
+
+
+class _VerifyingWriter:
+    """A write-only file that hashes and counts what goes through it."""
+
+    def __init__(self, file: BinaryIO, digest: str, size: int | None) -> None:
+        self._file = file
+        self._digest = digest
+        self._size = size
+        self.hasher = Hasher()
+
+    def write(self, chunk: bytes) -> int:
+        self.hasher.update(chunk)
+        if self._size is not None and self.hasher.size > self._size:
+            self.hasher.verify(self._digest, self._size)  # raises: too large
+        return self._file.write(chunk)
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a tree even if it holds read-only directories; a missing path is fine."""
+
+    def onerror(func: Any, name: str, exc_info: Any) -> None:
+        if isinstance(exc_info[1], FileNotFoundError):
+            return
+        parent = os.path.dirname(name)
+        os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        func(name)
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+class Store:
+    """An image store rooted at ``root`` (created on first use); see the module docstring."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        if ":" in str(self.root):
+            raise ValueError(f"store root {self.root} must not contain ':' (skopeo oci: syntax)")
+        self.layout = self.root / "oci"
+        self.blobs_dir = self.layout / "blobs" / "sha256"
+        self.snapshots_dir = self.root / "snapshots"
+        self._tmp_dir = self.root / "tmp"
+        self._locks_dir = self.root / "locks"
+        self._index_lock = filelock.FileLock(self._locks_dir / "index.json.lock", LOCK_TIMEOUT)
+        for directory in (self.blobs_dir, self.snapshots_dir, self._tmp_dir, self._locks_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        with self._index_lock:
+            oci_layout = self.layout / "oci-layout"
+            if not oci_layout.exists():
+                self._write_atomic(oci_layout, {"imageLayoutVersion": mt.OCI_LAYOUT_VERSION})
+            if not (self.layout / "index.json").exists():
+                self._write_index([])
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # -- blobs ----------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        """``<root>/oci/blobs/sha256/<hex>`` (whether or not it exists)."""
+        return self.blobs_dir / digest_hex(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def read_blob(self, digest: str) -> bytes:
+        """The bytes of a blob; ``FileNotFoundError`` if absent."""
+        return self.blob_path(digest).read_bytes()
+
+    @contextlib.contextmanager
+    def ingest(self, digest: str, size: int | None = None) -> Iterator[_VerifyingWriter]:
+        """Write a blob: yields a writer; on exit checks size (bytes) then digest.
+
+        The content goes to a temp file under ``<root>/tmp`` and is renamed to
+        ``blobs/sha256/<hex>`` only once verified. On any error (including
+        :class:`DigestMismatchError`) the temp file is removed and nothing enters
+        the store.
+        """
+        validate_digest(digest)
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{digest_hex(digest)[:12]}-", dir=self._tmp_dir)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                writer = _VerifyingWriter(file, digest, size)
+                yield writer
+                writer.hasher.verify(digest, size)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.blob_path(digest))
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_blob(self, data: bytes, digest: str | None = None) -> str:
+        """Store ``data``; check it against ``digest`` if given. Returns its digest."""
+        digest = digest or digest_of(data)
+        if not self.has_blob(digest):
+            with self.ingest(digest, len(data)) as writer:
+                writer.write(data)
+        return digest
+
+    # -- index.json -----------------------------------------------------------
+
+    def _write_atomic(self, path: Path, doc: Any) -> None:
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as file:
+                json.dump(doc, file, separators=(",", ":"))
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(tmp_name, 0o644)
+            os.replace(tmp_name, path)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+
+    def _read_index(self) -> list[dict[str, Any]]:
+        doc = json.loads((self.layout / "index.json").read_text())
+        return list(doc.get("manifests") or [])
+
+    def _write_index(self, manifests: list[dict[str, Any]]) -> None:
+        doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
+        self._write_atomic(self.layout / "index.json", doc)
+
+    def tag(
+        self, reference: Reference | str, manifest_digest: str, *, source_digest: str | None = None
+    ) -> None:
+        """Name the stored manifest ``manifest_digest`` as ``reference`` in ``index.json``.
+
+        Replaces any previous entry of that name. The manifest blob must be in
+        the store (``FileNotFoundError`` otherwise). ``source_digest``, if it
+        differs from ``manifest_digest``, is recorded as ``SOURCE_DIGEST_ANNOTATION``.
+        """
+        ref = _as_reference(reference)
+        data = self.read_blob(manifest_digest)
+        manifest = Manifest.from_json(data)
+        entry = Descriptor(
+            media_type=manifest.media_type,
+            digest=manifest_digest,
+            size=len(data),
+            annotations={mt.REF_NAME_ANNOTATION: str(ref)},
+        ).to_dict()
+        if source_digest and source_digest != manifest_digest:
+            entry["annotations"][SOURCE_DIGEST_ANNOTATION] = validate_digest(source_digest)
+        with self._index_lock:
+            manifests = [m for m in self._read_index() if _ref_name(m) != str(ref)]
+            manifests.append(entry)
+            self._write_index(manifests)
+
+    def untag(self, reference: Reference | str) -> bool:
+        """Remove the name ``reference``; return whether it was there. Blobs stay."""
+        name = str(_as_reference(reference))
+        with self._index_lock:
+            before = self._read_index()
+            after = [m for m in before if _ref_name(m) != name]
+            self._write_index(after)
+        return len(after) != len(before)
+
+    def resolve(self, reference: Reference | str) -> Image | None:
+        """The image named ``reference``, or ``None`` if the store has no such name."""
+        name = str(_as_reference(reference))
+        for entry in self._read_index():
+            if _ref_name(entry) == name:
+                return self._load(Reference.parse(name), entry)
+        return None
+
+    def images(self) -> list[Image]:
+        """Every named image, in ``index.json`` order (names that are not full
+        references, written by other tools, are skipped)."""
+        found = []
+        for entry in self._read_index():
+            try:
+                ref = Reference.parse(_ref_name(entry) or "")
+            except InvalidReferenceError:
+                continue
+            found.append(self._load(ref, entry))
+        return found
+
+    def _load(self, reference: Reference, entry: dict[str, Any]) -> Image:
+        digest = validate_digest(entry["digest"])
+        manifest = Manifest.from_json(self.read_blob(digest))
+        config = ImageConfig.from_json(self.read_blob(manifest.config.digest))
+        source = (entry.get("annotations") or {}).get(SOURCE_DIGEST_ANNOTATION)
+        return Image(reference, digest, manifest, config, source_digest=source)
+
+    # -- snapshots ------------------------------------------------------------
+
+    def snapshot_path(self, diff_id: str) -> Path:
+        """``<root>/snapshots/<hex of diffID>`` (whether or not it exists)."""
+        return self.snapshots_dir / digest_hex(diff_id)
+
+    def snapshots(self, image: Image) -> list[Path]:
+        """The unpacked layer directories of ``image``, base first.
+
+        Missing snapshots are unpacked now, each once even across processes
+        (a filelock per diffID), into a temp directory renamed into place only
+        after the diffID returned by ``unpack_layer`` equals the config's.
+        Raises :class:`DigestMismatchError` on a diffID mismatch (temp removed),
+        :class:`ImageError` if layers and diffIDs do not pair up.
+        """
+        layers, diff_ids = image.layers, image.config.diff_ids
+        if len(layers) != len(diff_ids):
+            raise ImageError(
+                f"{image.reference}: {len(layers)} layers but {len(diff_ids)} diff_ids in config"
+            )
+        return [
+            self._snapshot(layer, diff_id) for layer, diff_id in zip(layers, diff_ids, strict=True)
+        ]
+
+    def _snapshot(self, layer: Descriptor, diff_id: str) -> Path:
+        final = self.snapshot_path(diff_id)
+        if final.is_dir():
+            return final
+        from pytest_containers.image.unpack import unpack_layer
+
+        lock = filelock.FileLock(self._locks_dir / f"snapshot-{digest_hex(diff_id)}.lock")
+        with lock.acquire(timeout=LOCK_TIMEOUT):
+            if final.is_dir():
+                return final
+            tmp = Path(
+                tempfile.mkdtemp(prefix=f".tmp-{digest_hex(diff_id)[:12]}-", dir=self.snapshots_dir)
+            )
+            try:
+                with self.blob_path(layer.digest).open("rb") as src:
+                    actual = unpack_layer(src, tmp, layer.media_type, digest=layer.digest)
+                if actual != diff_id:
+                    raise DigestMismatchError(
+                        f"layer {layer.digest} unpacks to diffID {actual}, config says {diff_id}",
+                        digest=diff_id,
+                        actual=actual,
+                        size=layer.size,
+                    )
+                os.rename(tmp, final)
+            except BaseException:
+                _rmtree(tmp)
+                raise
+        return final
+
+
+def _ref_name(entry: dict[str, Any]) -> str | None:
+    return (entry.get("annotations") or {}).get(mt.REF_NAME_ANNOTATION)
+
+
+def _as_reference(reference: Reference | str) -> Reference:
+    return reference if isinstance(reference, Reference) else Reference.parse(reference)

@@ -1,0 +1,77 @@
+"""The ``Runtime`` protocol: what a backend must provide.
+
+A backend is chosen by the first-result hook ``containers_make_runtime``
+(see ``pytest_containers.hookspecs``) and returns an object of this small
+protocol, like xdist's ``scheduler/protocol.py`` or httpx's one-method
+transport.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from .types import ContainerSpec, ExecResult, ExitStatus, Stats
+
+
+@runtime_checkable
+class Container(Protocol):
+    """A started container. Every method tolerates a container already gone."""
+
+    id: str
+    #: host pid of the container's process (its PID 1)
+    pid: int
+    #: file receiving the container's stdout, and its stderr
+    stdout_path: Path
+    stderr_path: Path
+
+    def wait(self, timeout: float | None = None) -> ExitStatus:
+        """Block until the process exits (``timeout`` seconds, ``None`` forever).
+
+        Raises ``TimeoutError`` when it is still running after ``timeout``.
+        """
+        ...
+
+    def poll(self) -> ExitStatus | None:
+        """The exit status if the process has exited, else ``None``."""
+        ...
+
+    def kill(self, signal: int = 9) -> None:
+        """Send ``signal`` to the container's process; no error once it has exited."""
+        ...
+
+    def exec(
+        self, args: list[str], *, env: list[str] | None = None, cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run ``args`` inside the running container's namespaces and cgroup, to completion."""
+        ...
+
+    def stats(self) -> Stats:
+        """Read the container's cgroup counters (valid until :meth:`delete`)."""
+        ...
+
+    def delete(self) -> None:
+        """Kill every process of the container, reap it, unmount, remove its cgroup
+        and state dir. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """A backend that runs a :class:`ContainerSpec` as a container."""
+
+    #: the ``--container-runtime`` name
+    name: str
+
+    def start(self, spec: ContainerSpec, *, container_id: str) -> Container:
+        """Create and start a container; its stdout and stderr go to the files
+        ``container.stdout_path`` and ``container.stderr_path`` in its state dir.
+
+        ``container_id`` is ``ptc-<hex>``, unique on the host; the state dir is
+        ``<state_root>/<container_id>`` (``/run/ptc`` for root). Raises
+        ``CommandNotFoundError`` when ``spec.args[0]`` is not in the rootfs and
+        ``ContainerStartError`` for any other failure; on failure nothing of the
+        container (process, cgroup, mount, state dir) is left.
+        """
+        ...

@@ -1,0 +1,181 @@
+"""Render a :class:`ContainerSpec` as a runtime-spec ``config.json``.
+
+Implements runtime-spec v1.0.2 ``config.md`` and ``config-linux.md``: the
+same document is handed to runc and crun as the bundle's ``config.json`` and
+read back by the native engine, so every backend runs the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .types import ContainerSpec, Resources
+
+OCI_VERSION = "1.0.2"
+
+#: docker's default capability set (moby ``oci/caps/defaults.go``)
+DEFAULT_CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+
+#: runc's ``spec`` defaults (runtime-spec ``config-linux.md#masked-paths``)
+MASKED_PATHS = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+)
+READONLY_PATHS = (
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+)
+
+#: device nodes every container gets (runtime-spec ``config-linux.md#default-devices``)
+DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+DEFAULT_MOUNTS: tuple[dict[str, Any], ...] = (
+    {"destination": "/proc", "type": "proc", "source": "proc",
+     "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+     "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+     "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+     "options": ["nosuid", "noexec", "nodev", "ro"]},
+)
+
+
+def cgroups_path(container_id: str) -> str:
+    """The container's cgroup, relative to each hierarchy's root: ``/ptc/<id>``."""
+    return f"/ptc/{container_id}"
+
+
+def linux_resources(resources: Resources) -> dict[str, Any]:
+    """``linux.resources`` (``config-linux.md#control-groups``); swap off:
+    ``memory.swap`` (memory+swap) equals ``memory.limit``."""
+    out: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
+    if resources.memory_max_bytes is not None:
+        out["memory"] = {
+            "limit": resources.memory_max_bytes,
+            "swap": resources.memory_max_bytes,
+        }
+    if resources.cpu_quota_us is not None:
+        out["cpu"] = {"quota": resources.cpu_quota_us, "period": resources.cpu_period_us}
+    if resources.pids_max is not None:
+        out["pids"] = {"limit": resources.pids_max}
+    return out
+
+
+def to_config(spec: ContainerSpec, *, container_id: str, rootfs: str = "rootfs") -> dict[str, Any]:
+    """The runtime-spec config for ``spec``; ``rootfs`` is ``root.path`` (relative to
+    the bundle, or absolute). Namespaces: pid, ipc, uts, mount, cgroup, and network
+    unless ``spec.network == "host"``."""
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
+    if spec.network != "host":
+        namespaces.insert(1, {"type": "network"})
+    caps = list(DEFAULT_CAPABILITIES)
+    mounts = [dict(m) for m in DEFAULT_MOUNTS]
+    for m in spec.mounts:
+        if m.type == "tmpfs":
+            mounts.append({"destination": m.destination, "type": "tmpfs", "source": "tmpfs",
+                           "options": ["nosuid", "nodev", "mode=1777"]
+                           + (["ro"] if m.read_only else [])})
+        else:
+            mounts.append({"destination": m.destination, "type": "bind", "source": m.source,
+                           "options": ["rbind", "rprivate", "ro" if m.read_only else "rw"]})
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": False,
+            "user": {"uid": spec.uid, "gid": spec.gid},
+            "args": list(spec.args),
+            "env": list(spec.env),
+            "cwd": spec.cwd,
+            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": rootfs, "readonly": spec.read_only_rootfs},
+        "hostname": spec.hostname,
+        "mounts": mounts,
+        "annotations": dict(spec.annotations),
+        "linux": {
+            "resources": linux_resources(spec.resources),
+            "cgroupsPath": cgroups_path(container_id),
+            "namespaces": namespaces,
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+
+
+def from_config(config: dict[str, Any], *, bundle: str) -> ContainerSpec:
+    """Read back what :func:`to_config` writes (and the same fields of any
+    runtime-spec 1.x config): process args/env/cwd/user, hostname, the
+    network namespace, memory/cpu/pids resources. The rootfs (``root.path``,
+    relative to ``bundle``) becomes the single lower layer of the overlay.
+
+    Raises ``ValueError`` naming the field for a config that is not 1.x or
+    has no ``process.args``.
+    """
+    version = str(config.get("ociVersion", ""))
+    if not version.startswith("1."):
+        raise ValueError(f"config.json: ociVersion {version!r} is not 1.x")
+    process = config.get("process") or {}
+    args = process.get("args") or []
+    if not args:
+        raise ValueError("config.json: process.args is empty")
+    linux = config.get("linux") or {}
+    res = linux.get("resources") or {}
+    memory = (res.get("memory") or {}).get("limit")
+    cpu = res.get("cpu") or {}
+    pids = (res.get("pids") or {}).get("limit")
+    root = (config.get("root") or {}).get("path", "rootfs")
+    namespaces = {n.get("type") for n in linux.get("namespaces") or []}
+    user = process.get("user") or {}
+    return ContainerSpec(
+        args=tuple(args),
+        layers=(Path(os.path.join(bundle, root)),),
+        env=tuple(process.get("env") or ()),
+        cwd=process.get("cwd") or "/",
+        uid=int(user.get("uid", 0)),
+        gid=int(user.get("gid", 0)),
+        hostname=config.get("hostname") or "ptc",
+        resources=Resources(
+            memory_max_bytes=memory if memory and memory > 0 else None,
+            cpu_quota_us=cpu.get("quota") if (cpu.get("quota") or 0) > 0 else None,
+            cpu_period_us=cpu.get("period") or 100_000,
+            pids_max=pids if pids and pids > 0 else None,
+        ),
+        network="none" if "network" in namespaces else "host",
+        read_only_rootfs=bool((config.get("root") or {}).get("readonly", False)),
+        annotations=tuple(sorted((config.get("annotations") or {}).items())),
+    )

@@ -1,0 +1,108 @@
+"""Image config + docker run options -> ContainerSpec (docker's merging rules)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pytest_containers.runtime import Resources
+
+from pytest_containers.convert import command_args, container_spec, merge_env, resolve_user
+from pytest_containers.exceptions import ContainerStartError
+
+
+@dataclass
+class Config:
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    env: list[str] = field(default_factory=list)
+    working_dir: str | None = None
+    user: str | None = None
+
+
+def spec(cfg: Config, layers=(), **kw):
+    return container_spec(
+        layers=layers, image_config=cfg, hostname="h", resources=Resources(), **kw
+    )
+
+
+def test_cmd_used_when_no_command_given():
+    assert spec(Config(cmd=["sh"])).args == ("sh",)
+
+
+def test_command_replaces_cmd_and_follows_entrypoint():
+    cfg = Config(entrypoint=["/init", "--"], cmd=["serve"])
+    assert spec(cfg, command=["echo", "hi"]).args == ("/init", "--", "echo", "hi")
+    assert spec(cfg).args == ("/init", "--", "serve")
+
+
+def test_given_entrypoint_drops_image_cmd():
+    cfg = Config(entrypoint=["/init"], cmd=["serve"])
+    assert spec(cfg, entrypoint="env").args == ("env",)
+
+
+def test_string_command_is_split_like_a_shell():
+    assert command_args("sh -c 'echo a b'") == ["sh", "-c", "echo a b"]
+
+
+def test_no_command_anywhere_is_a_clear_error():
+    with pytest.raises(ContainerStartError, match="no command"):
+        spec(Config())
+
+
+def test_env_overrides_by_key_and_path_defaults():
+    env = merge_env(["A=1", "B=2"], {"B": "3", "C": "4"})
+    assert env[:3] == ("A=1", "B=3", "C=4")
+    assert env[3].startswith("PATH=/usr/local/sbin")
+    assert merge_env(["PATH=/x"], None) == ("PATH=/x",)
+
+
+def test_workdir_and_user_from_image_or_options(tmp_path: Path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nweb:x:33:44::/:/bin/sh\n")
+    (tmp_path / "etc/group").write_text("root:x:0:\nstaff:x:50:\n")
+    s = spec(Config(cmd=["x"], working_dir="/srv", user="web"), layers=[tmp_path])
+    assert (s.cwd, s.uid, s.gid) == ("/srv", 33, 44)
+    s = spec(Config(cmd=["x"]), layers=[tmp_path], user="web:staff", workdir="/tmp")
+    assert (s.cwd, s.uid, s.gid) == ("/tmp", 33, 50)
+    assert resolve_user("1000:1001", [tmp_path]) == (1000, 1001)
+    assert resolve_user("1000", [tmp_path]) == (1000, 0)
+    with pytest.raises(ContainerStartError, match="nobody"):
+        resolve_user("nobody", [tmp_path])
+
+
+def test_upper_layer_passwd_wins(tmp_path: Path):
+    base, top = tmp_path / "base", tmp_path / "top"
+    for layer, uid in ((base, 1), (top, 2)):
+        (layer / "etc").mkdir(parents=True)
+        (layer / "etc/passwd").write_text(f"app:x:{uid}:{uid}::/:/bin/sh\n")
+    assert resolve_user("app", [base, top]) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("64m", 64 << 20),
+        ("1g", 1 << 30),
+        ("512k", 512 << 10),
+        ("64MiB", 64 << 20),
+        (4096, 4096),
+        ("100", 100),
+    ],
+)
+def test_memory_sizes(text, size):
+    assert Resources.from_options(memory=text).memory_max_bytes == size
+
+
+@pytest.mark.parametrize("bad", ["", "lots", "-1m", "12x", 0])
+def test_bad_memory_size_names_the_value(bad):
+    with pytest.raises(ValueError, match="memory size"):
+        Resources.from_options(memory=bad)
+
+
+def test_cpus_become_cfs_quota():
+    r = Resources.from_options(cpus=0.5)
+    assert (r.cpu_quota_us, r.cpu_period_us) == (50_000, 100_000)
+    with pytest.raises(ValueError, match="cpus"):
+        Resources.from_options(cpus=0)
