@@ -75,3 +75,8 @@ class Runtime(Protocol):
         container (process, cgroup, mount, state dir) is left.
         """
         ...
+
+    def close(self) -> None:
+        """Release what the backend itself holds (helper processes, sockets);
+        containers are not touched. Called once at the end of a session."""
+        ...

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from pytest_containers.plugins.oracle_images import build_busybox_layout
-from pytest_containers.plugins.registry import registry  # noqa: F401  (the session fixture)
 
 from pytest_containers.image.digest import digest_of
 
@@ -135,19 +134,19 @@ def ocicli_leftovers(runtime: OciCliRuntime, container_id: str) -> list[str]:
     listed = subprocess.run(runtime.argv("list", "--quiet"), capture_output=True, text=True)
     if container_id in listed.stdout.split():
         found.append(f"runc state of {container_id}")
-    if (runtime.runtime_root / container_id).exists():
-        found.append(f"runc state dir {runtime.runtime_root / container_id}")
+    if (runtime.state_root / container_id).exists():
+        found.append(f"state dir {runtime.state_root / container_id}")
     return found
 
 
 @pytest.fixture
 def runc_runtime(tmp_path: Path) -> Iterator[OciCliRuntime]:
     """Function scope: ``OciCliRuntime("runc")`` with its state root in ``tmp_path``;
-    at teardown its (by then empty) shared dirs are pruned."""
+    at teardown it is closed and nothing may remain in its state root."""
     rt = OciCliRuntime("runc", state_root=tmp_path / "ptc")
     yield rt
-    rt.prune()
-    assert not rt.state_root.exists(), list(rt.state_root.rglob("*"))
+    rt.close()
+    assert not any(rt.state_root.glob("*")), list(rt.state_root.rglob("*"))
 
 
 @pytest.fixture

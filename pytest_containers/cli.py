@@ -1,0 +1,160 @@
+"""``pytest-containers``: the docker-like command line for CI steps.
+
+Implemented here: ``image pull REF``, ``image ls``, and
+``run [--memory SIZE] [--cpus N] [--pids-limit N] [--runtime NAME] [-e K=V]
+[-w DIR] [-u USER] IMAGE [COMMAND...]``. ``run`` exits with the container's
+exit code (128+N when killed by signal N) and prints a line on stderr when
+the kernel OOM-killed it. Errors print ``pytest-containers: error: ...`` and
+exit 125, like ``docker run``'s own failures; a command that is not in the image exits 127.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from ._pluginmanager import make_runtime, runtime_names
+from .containers import ContainerHandle, Containers
+from .exceptions import CommandNotFoundError, ContainersError
+from .image.store import Store
+from .images import Images, default_root
+
+EXIT_ERROR = 125
+EXIT_NOT_FOUND = 127
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pytest-containers", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="image store directory (default: %(default)s -> XDG cache)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    image = sub.add_parser("image", help="manage images").add_subparsers(
+        dest="image_command", required=True
+    )
+    pull = image.add_parser("pull", help="pull an image from a registry")
+    pull.add_argument("reference")
+    image.add_parser("ls", help="list images in the store")
+
+    run = sub.add_parser("run", help="run a command in a new container")
+    run.add_argument("--memory", "-m", default=None, help="memory limit, e.g. 64m")
+    run.add_argument("--cpus", type=float, default=None, help="CPU quota as a number of CPUs")
+    run.add_argument("--pids-limit", type=int, default=None, help="maximum number of pids")
+    run.add_argument("--runtime", default="native", help="backend name (default native)")
+    run.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--workdir", "-w", default=None)
+    run.add_argument("--user", "-u", default=None)
+    run.add_argument("--hostname", default=None)
+    run.add_argument("--pull", choices=("always", "missing", "never"), default="missing")
+    run.add_argument("image")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND")
+    return parser
+
+
+def _copy_new(src: BinaryIO, dst: BinaryIO) -> None:
+    chunk = src.read()
+    if chunk:
+        dst.write(chunk)
+        dst.flush()
+
+
+def _follow(handle: ContainerHandle, out: BinaryIO, err: BinaryIO) -> int:
+    """Relay the container's stdout and stderr while it runs; return its exit code."""
+    paths = (handle.stdout_path, handle.stderr_path)
+    with open(paths[0], "rb") as fo, open(paths[1], "rb") as fe:
+        while True:
+            status = handle.poll()
+            _copy_new(fo, out)
+            _copy_new(fe, err)
+            if status is not None:
+                break
+            time.sleep(0.02)
+    return status.exit_code
+
+
+def _run(args: argparse.Namespace, images: Images) -> int:
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        env[key] = value if sep else os.environ.get(key, "")
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    factory = Containers(images, make_runtime(args.runtime))
+    try:
+        handle = factory.start(
+            args.image,
+            cmd or None,
+            memory=args.memory,
+            cpus=args.cpus,
+            pids=args.pids_limit,
+            env=env,
+            workdir=args.workdir,
+            user=args.user,
+            hostname=args.hostname,
+        )
+        code = _follow(handle, sys.stdout.buffer, sys.stderr.buffer)
+        status = handle.wait()
+        if status.oom_killed:
+            peak = handle.stats().memory_peak_bytes
+            print(
+                f"pytest-containers: container {handle.id} was OOM-killed by the kernel"
+                f" (peak memory {peak} bytes, limit {args.memory})",
+                file=sys.stderr,
+            )
+        return code
+    finally:
+        factory.close()
+
+
+def _image_ls(store: Store) -> int:
+    rows = [("REFERENCE", "DIGEST", "SIZE")]
+    for image in store.images():
+        size = sum(layer.size for layer in image.manifest.layers)
+        rows.append((str(image.reference), image.digest[:19], f"{size / 1e6:.1f}MB"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pytest-containers``; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    store = Store(args.store or default_root())
+    try:
+        if args.command == "image" and args.image_command == "pull":
+            image = Images(store, policy="always").pull(args.reference)
+            print(f"{image.reference}: {image.digest}")
+            return 0
+        if args.command == "image" and args.image_command == "ls":
+            return _image_ls(store)
+        if args.command == "run":
+            if args.runtime not in runtime_names():
+                print(
+                    f"pytest-containers: error: unknown runtime {args.runtime!r}; available: "
+                    f"{', '.join(runtime_names())}",
+                    file=sys.stderr,
+                )
+                return EXIT_ERROR
+            return _run(args, Images(store, policy=args.pull))
+    except CommandNotFoundError as exc:
+        print(f"pytest-containers: error: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except ContainersError as exc:
+        print(f"pytest-containers: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

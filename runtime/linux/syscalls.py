@@ -1,0 +1,200 @@
+"""ctypes wrappers of the Linux syscalls the engine needs and the stdlib lacks.
+
+Each wrapper calls libc (loaded with ``use_errno=True``) and raises
+``OSError(errno, strerror, path)`` on failure, like ``os`` functions do. They
+allocate nothing but the ctypes call itself, so they are safe between
+``fork`` and ``exec``. Constants are the kernel's (``<linux/sched.h>``,
+``<linux/mount.h>``, ``<linux/prctl.h>``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+__all__ = [
+    "CLONE_NEWCGROUP",
+    "CLONE_NEWIPC",
+    "CLONE_NEWNET",
+    "CLONE_NEWNS",
+    "CLONE_NEWPID",
+    "CLONE_NEWUSER",
+    "CLONE_NEWUTS",
+    "MNT_DETACH",
+    "MNT_EXPIRE",
+    "MNT_FORCE",
+    "MS_BIND",
+    "MS_DIRSYNC",
+    "MS_LAZYTIME",
+    "MS_MANDLOCK",
+    "MS_MOVE",
+    "MS_NOATIME",
+    "MS_NODEV",
+    "MS_NODIRATIME",
+    "MS_NOEXEC",
+    "MS_NOSUID",
+    "MS_PRIVATE",
+    "MS_RDONLY",
+    "MS_REC",
+    "MS_RELATIME",
+    "MS_REMOUNT",
+    "MS_SHARED",
+    "MS_SLAVE",
+    "MS_STRICTATIME",
+    "MS_SYNCHRONOUS",
+    "MS_UNBINDABLE",
+    "PR_SET_CHILD_SUBREAPER",
+    "PR_SET_NO_NEW_PRIVS",
+    "PR_SET_PDEATHSIG",
+    "UMOUNT_NOFOLLOW",
+    "mount",
+    "pivot_root",
+    "prctl",
+    "set_child_subreaper",
+    "set_no_new_privs",
+    "set_pdeathsig",
+    "sethostname",
+    "setns",
+    "statfs_type",
+    "umount2",
+    "unshare",
+]
+
+# <linux/sched.h>
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# <linux/mount.h>
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+
+MNT_FORCE = 1
+MNT_DETACH = 2
+MNT_EXPIRE = 4
+UMOUNT_NOFOLLOW = 8
+
+# <linux/prctl.h>
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+
+#: ``SYS_pivot_root`` per machine (glibc has no wrapper)
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+_libc.syscall.restype = ctypes.c_long
+_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+
+PathLike = str | bytes | os.PathLike[str] | None
+
+
+def _b(value: PathLike) -> bytes | None:
+    if value is None:
+        return None
+    return os.fsencode(value)
+
+
+def _check(result: int, what: str, path: PathLike = None) -> None:
+    if result < 0:
+        err = ctypes.get_errno()
+        message = f"{what}: {os.strerror(err)}"
+        if path is None:
+            raise OSError(err, message)
+        raise OSError(err, message, os.fsdecode(path))
+
+
+def unshare(flags: int) -> None:
+    """``unshare(2)``: move the caller into new namespaces (``CLONE_NEW*`` flags)."""
+    _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """``setns(2)``: join the namespace open as ``fd`` (``nstype`` 0 accepts any kind)."""
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+def mount(source: PathLike, target: PathLike, fstype: str | None = None, flags: int = 0,
+          data: str | bytes | None = None) -> None:
+    """``mount(2)``. ``data`` is the comma-separated option string of the filesystem."""
+    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
+
+
+def umount2(target: PathLike, flags: int = 0) -> None:
+    """``umount2(2)``; ``MNT_DETACH`` for a lazy unmount."""
+    _check(_libc.umount2(_b(target), flags), "umount2", target)
+
+
+def pivot_root(new_root: PathLike, put_old: PathLike) -> None:
+    """``pivot_root(2)``: make ``new_root`` the root mount, the old one goes to ``put_old``."""
+    nr = _SYS_PIVOT_ROOT.get(platform.machine())
+    if nr is None:
+        raise OSError(38, f"pivot_root: unknown syscall number on {platform.machine()}")
+    _check(_libc.syscall(ctypes.c_long(nr), ctypes.c_char_p(_b(new_root)),
+                         ctypes.c_char_p(_b(put_old))), "pivot_root", new_root)
+
+
+def sethostname(name: str) -> None:
+    """``sethostname(2)`` in the current UTS namespace."""
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """``prctl(2)``; returns its non-negative result."""
+    result = _libc.prctl(option, arg2, arg3, arg4, arg5)
+    _check(result, "prctl")
+    return result
+
+
+def set_pdeathsig(signum: int) -> None:
+    """Have the kernel send ``signum`` to the caller when its parent thread dies."""
+    prctl(PR_SET_PDEATHSIG, signum)
+
+
+def set_child_subreaper(on: bool = True) -> None:
+    """Make the caller reap its orphaned descendants (``PR_SET_CHILD_SUBREAPER``)."""
+    prctl(PR_SET_CHILD_SUBREAPER, int(on))
+
+
+def set_no_new_privs() -> None:
+    """``PR_SET_NO_NEW_PRIVS``: execve can no longer grant privileges (setuid, file caps)."""
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def statfs_type(path: PathLike) -> int:
+    """``statfs(2)`` ``f_type``: the filesystem's magic number (e.g. ``CGROUP2_SUPER_MAGIC``)."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit
+    _check(_libc.statfs(_b(path), buf), "statfs", path)
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF

@@ -1,0 +1,76 @@
+"""``pytest-containers`` on the command line: image pull, image ls, run with
+limits, exit codes passed through, the OOM line, clear errors (exit 125)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_containers.image.store import Store
+
+
+def cli(store: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_containers.cli", "--store", str(store), *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+@pytest.fixture
+def pulled(busybox_ref: str, store_dir: Path) -> str:
+    proc = cli(store_dir, "image", "pull", busybox_ref)
+    assert proc.returncode == 0, proc.stderr
+    return busybox_ref
+
+
+def test_image_pull_then_ls(pulled: str, store_dir: Path) -> None:
+    image = Store(store_dir).resolve(pulled)
+    assert image is not None
+    listing = cli(store_dir, "image", "ls")
+    assert listing.returncode == 0
+    header, row = listing.stdout.splitlines()
+    assert header.split() == ["REFERENCE", "DIGEST", "SIZE"]
+    assert row.split()[0] == pulled
+    assert image.digest.startswith(row.split()[1])
+
+
+@pytest.mark.parametrize("runtime", ["native", "runc"])
+def test_run_passes_output_and_exit_code_through(pulled: str, store_dir: Path,
+                                                 runtime: str) -> None:
+    proc = cli(store_dir, "run", "--runtime", runtime, "--pull", "never", pulled, "--",
+               "sh", "-c", "echo to-out; echo to-err >&2; exit 7")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (7, "to-out\n", "to-err\n")
+
+
+def test_run_reports_an_oom_kill(pulled: str, store_dir: Path) -> None:
+    proc = cli(store_dir, "run", "--memory", "32m", "--pull", "never", pulled,
+               "sh", "-c", "head -c 100000000 /dev/zero | tail -c 100000000 >/dev/null")
+    assert proc.returncode == 137
+    assert "OOM-killed" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("image", "pull", "Bad//Ref"), "invalid reference"),
+        (("image", "pull", "127.0.0.1:1/nothing:here"), "127.0.0.1:1"),
+        (("run", "--pull", "never", "127.0.0.1:1/absent:1"), "is not in the store"),
+        (("run", "--runtime", "nope", "x"), "unknown runtime 'nope'"),
+    ],
+)
+def test_errors_are_clear_and_exit_125(store_dir: Path, args: tuple[str, ...],
+                                       message: str) -> None:
+    proc = cli(store_dir, *args)
+    assert proc.returncode == 125, proc.stderr
+    assert proc.stderr.startswith("pytest-containers: error: ")
+    assert message.lower() in proc.stderr.lower()
+    assert "Traceback" not in proc.stderr
+
+
+def test_command_not_in_image_exits_127_like_docker(pulled: str, store_dir: Path) -> None:
+    proc = cli(store_dir, "run", "--pull", "never", pulled, "no-such-command")
+    assert proc.returncode == 127
+    assert "no-such-command" in proc.stderr

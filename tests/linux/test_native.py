@@ -1,0 +1,306 @@
+"""The native engine against the real kernel: namespaces, overlay, cgroups v1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from pytest_containers.runtime.native.engine import NativeRuntime
+from pytest_containers.runtime.native.sweep import sweep
+from pytest_containers.runtime.protocol import Container, Runtime
+from pytest_containers.runtime.types import Mount, Resources
+
+from pytest_containers.exceptions import CommandNotFoundError, ContainerStartError
+
+from .conftest import CGROUP_ROOT, STATE_ROOT, issue_id, leftovers, processes_in
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def test_protocols(native_runtime, containers):
+    assert isinstance(native_runtime, Runtime)
+    assert native_runtime.name == "native"
+    c = containers.start("true")
+    assert isinstance(c, Container)
+    assert c.wait(10).exit_code == 0
+
+
+def test_pid_1(containers):
+    status, out, err, _ = containers.run("sh", "-c", "echo $$; cut -d' ' -f1 /proc/self/stat; true")
+    assert (status.exit_code, err) == (0, "")
+    lines = out.split()
+    assert lines[0] == "1"
+    assert int(lines[1]) > 1  # cut: a child in the same namespace
+
+
+def test_hostname(containers):
+    status, out, _, _ = containers.run("hostname", hostname="box-7")
+    assert status.exit_code == 0
+    assert out.strip() == "box-7"
+
+
+def test_only_loopback_and_up(containers):
+    status, out, err, _ = containers.run(
+        "sh", "-c", "cat /proc/net/dev; echo ---; ip link; echo ---; ip addr show lo")
+    assert status.exit_code == 0, err
+    netdev, iplink, addr = out.split("---")
+    names = [line.split(":")[0].strip() for line in netdev.splitlines()[2:] if line.strip()]
+    assert names == ["lo"]
+    links = [line for line in iplink.splitlines() if line[:1].isdigit()]
+    assert len(links) == 1 and links[0].startswith("1: lo:")
+    assert "UP" in links[0].split("<")[1].split(">")[0].split(",")
+    assert "127.0.0.1" in addr
+
+
+def test_host_network(containers):
+    status, out, _, _ = containers.run("cat", "/proc/net/dev", network="host")
+    host = Path("/proc/net/dev").read_text()
+    assert status.exit_code == 0
+    names = sorted(line.split(":")[0].strip() for line in out.splitlines()[2:])
+    host_names = sorted(line.split(":")[0].strip() for line in host.splitlines()[2:])
+    assert names == host_names
+
+
+def test_rootfs_is_overlay_writes_go_to_upper(containers, busybox_rootfs):
+    c = containers.start("sh", "-c", "echo new > /created; echo changed > /lower-marker; "
+                         "grep ' / / ' /proc/self/mountinfo")
+    status = c.wait(10)
+    assert status.exit_code == 0, c.stderr_path.read_text()
+    root_line = c.stdout_path.read_text()
+    assert " - overlay ptc " in root_line and "upperdir=" in root_line
+    upper = c.state_dir / "upper"
+    assert (upper / "created").read_text() == "new\n"
+    assert (upper / "lower-marker").read_text() == "changed\n"
+    assert not (busybox_rootfs / "created").exists()
+    assert (busybox_rootfs / "lower-marker").read_text() == "from the lower layer\n"
+
+
+def test_sys_readonly_and_masked_paths(containers):
+    status, out, err, _ = containers.run(
+        "sh", "-c",
+        "grep ' /sys ' /proc/mounts; touch /sys/x && echo WROTE; "
+        "echo 1 > /proc/sys/kernel/ns_last_pid && echo WROTE2; cat /proc/keys | wc -c")
+    assert status.exit_code == 0
+    sys_line, keys = out.splitlines()[0], out.splitlines()[-1]
+    assert sys_line.split()[3].split(",")[0] == "ro"
+    assert "WROTE" not in out
+    assert "Read-only file system" in err
+    assert keys.strip() == "0"  # masked by /dev/null
+
+
+def test_readonly_rootfs_and_tmpfs_mount(containers):
+    status, out, err, _ = containers.run(
+        "sh", "-c", "touch /x || echo RO; touch /scratch/y && echo TMPFS",
+        read_only_rootfs=True, mounts=(Mount("/scratch", type="tmpfs"),))
+    assert status.exit_code == 0
+    assert out.split() == ["RO", "TMPFS"]
+
+
+def test_bind_mount_symlink_stays_in_rootfs(containers, tmp_path):
+    source = tmp_path / "data"
+    source.mkdir()
+    (source / "f").write_text("bound\n")
+    status, out, err, _ = containers.run(
+        "cat", "/etc/data/f", mounts=(Mount("/etc/data", source=str(source), read_only=True),))
+    assert (status.exit_code, out) == (0, "bound\n"), err
+
+
+def test_exit_codes_and_signals(containers):
+    assert containers.run("sh", "-c", "exit 3")[0].exit_code == 3
+    c = containers.start("sleep", "100")
+    assert c.poll() is None
+    with pytest.raises(TimeoutError):
+        c.wait(0.05)
+    c.kill(signal.SIGKILL)
+    status = c.wait(10)
+    assert (status.exit_code, status.signal, status.oom_killed) == (137, 9, False)
+    c.kill(signal.SIGKILL)  # already exited: no error
+
+
+def test_stdout_stderr_separate(containers):
+    status, out, err, _ = containers.run("sh", "-c", "echo to-out; echo to-err >&2")
+    assert (status.exit_code, out, err) == (0, "to-out\n", "to-err\n")
+
+
+def test_env_cwd_user(containers):
+    status, out, _, _ = containers.run(
+        "sh", "-c", "echo $GREETING; pwd; id -u; id -g",
+        env=("PATH=/bin", "GREETING=hello"), cwd="/tmp", uid=1000, gid=1001)
+    assert status.exit_code == 0
+    assert out.split() == ["hello", "/tmp", "1000", "1001"]
+
+
+def test_oom_killed_from_counter(containers):
+    c = containers.start("dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1",
+                         resources=Resources(memory_max_bytes=64 << 20))
+    status = c.wait(30)
+    stats = c.stats()
+    assert status.oom_killed is True
+    assert status.exit_code == 137
+    assert stats.oom_kills == 1
+    assert stats.memory_peak_bytes is not None and stats.memory_peak_bytes <= 64 << 20
+    limit = CGROUP_ROOT / "memory" / "ptc" / c.id / "memory.limit_in_bytes"
+    assert int(limit.read_text()) == 64 << 20
+
+
+def test_exit_137_without_oom_is_not_oom(containers):
+    status = containers.run(
+        "sh", "-c", "exit 137", resources=Resources(memory_max_bytes=64 << 20))[0]
+    assert (status.exit_code, status.oom_killed) == (137, False)
+
+
+def test_fork_loop_stops_at_pids_limit(containers):
+    c = containers.start("sleep", "100", resources=Resources(pids_max=16))
+    # busybox sh gives up at its first failed fork: run the loop as an exec
+    result = c.exec(["sh", "-c", "for i in $(seq 40); do sleep 30 & done; echo unreachable"],
+                    timeout=20)
+    assert result.exit_code != 0
+    assert b"can't fork" in result.stderr
+    assert b"unreachable" not in result.stdout
+    stats = c.stats()
+    assert stats.pids_peak == 16
+    # left: PID 1 and the sleeps forked before the limit (sh and the exec helper exited)
+    assert 1 < stats.pids_current <= 14
+    assert int((CGROUP_ROOT / "pids" / "ptc" / c.id / "pids.max").read_text()) == 16
+
+
+def test_cpu_quota_written_and_throttled(containers):
+    c = containers.start("sh", "-c", "while :; do :; done",
+                         resources=Resources.from_options(cpus=0.2))
+    cpu = CGROUP_ROOT / "cpu" / "ptc" / c.id
+    assert int((cpu / "cpu.cfs_quota_us").read_text()) == 20_000
+    assert int((cpu / "cpu.cfs_period_us").read_text()) == 100_000
+    time.sleep(0.5)
+    stats = c.stats()
+    assert stats.cpu_throttled_us and stats.cpu_throttled_us > 0
+    assert stats.cpu_usage_us is not None and stats.cpu_usage_us < 400_000
+    c.kill()
+    assert c.wait(10).signal == signal.SIGKILL
+
+
+def test_exec_joins_namespaces(containers):
+    c = containers.start("sleep", "100", hostname="exec-box")
+    result = c.exec(["sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname; echo $$; "
+                     "echo err >&2; ls /proc | grep -c '^[0-9]'"])
+    assert result.exit_code == 0
+    lines = result.stdout.decode().split("\n")
+    assert lines[0].strip() == "sleep 100"
+    assert lines[1] == "exec-box"
+    assert 1 < int(lines[2]) < 100  # a pid of the container's namespace
+    assert result.stderr == b"err\n"
+    assert sorted(processes_in(c.id)) == [c.pid]  # the exec helper is gone
+    signaled = c.exec(["sh", "-c", "kill -TERM $$"])
+    assert (signaled.exit_code, signaled.signal) == (143, 15)
+    assert c.exec(["sh", "-c", "exit 5"], cwd="/tmp").exit_code == 5
+    with pytest.raises(CommandNotFoundError):
+        c.exec(["no-such-tool"])
+    with pytest.raises(TimeoutError):
+        c.exec(["sleep", "30"], timeout=0.3)
+    assert c.poll() is None
+
+
+def test_command_not_found_leaves_nothing(native_runtime, containers):
+    cid = containers.new_id()
+    with pytest.raises(CommandNotFoundError) as info:
+        native_runtime.start(containers.spec("no-such-command"), container_id=cid)
+    assert info.value.argv == ["no-such-command"]
+    assert leftovers(cid) == []
+    assert processes_in(cid) == []
+    assert not (STATE_ROOT / cid).exists()
+
+
+def test_start_error_names_step(native_runtime, containers, tmp_path):
+    cid = containers.new_id()
+    spec = containers.spec("true", mounts=(Mount("/data", source=str(tmp_path / "missing")),))
+    with pytest.raises(ContainerStartError) as info:
+        native_runtime.start(spec, container_id=cid)
+    assert info.value.step == "mount /data"
+    assert leftovers(cid) == []
+
+
+def test_delete_is_idempotent(containers):
+    c = containers.start("sleep", "100")
+    c.delete()
+    c.delete()
+    assert c.wait(1).exit_code == 137
+    assert leftovers(c.id) == []
+
+
+_OWNER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from pytest_containers.runtime.native.engine import NativeRuntime
+    from pytest_containers.runtime.types import ContainerSpec
+    rt = NativeRuntime(state_root=Path(sys.argv[1]))
+    c = rt.start(ContainerSpec(args=("sh", "-c", "sleep 1000 & sleep 1000"),
+                               layers=(Path(sys.argv[2]),)), container_id=sys.argv[3])
+    print(c.pid, flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_kill_9_of_owner_then_sweep(busybox_rootfs):
+    cid = issue_id()
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(STATE_ROOT),
+                              str(busybox_rootfs), cid],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        init_pid = int(owner.stdout.readline())
+        assert wait_for(lambda: len(processes_in(cid)) == 2)
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        gone = wait_for(lambda: processes_in(cid) == [], timeout=1.0, interval=0.01)
+        assert gone, f"container processes survive: {processes_in(cid)}"
+        assert not Path(f"/proc/{init_pid}").exists() or processes_in(cid) == []
+        assert (STATE_ROOT / cid).exists()  # garbage, for the sweep
+        swept = sweep(STATE_ROOT)
+        assert cid in swept
+        assert leftovers(cid) == []
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        sweep(STATE_ROOT)
+
+
+def test_state_dir_layout(containers):
+    c = containers.start("sleep", "100")
+    names = sorted(p.name for p in c.state_dir.iterdir())
+    assert names == ["config.json", "owner", "rootfs", "stderr", "stdout", "upper", "work"]
+    assert int((c.state_dir / "owner").read_text()) == os.getpid()
+    assert c.state_dir == STATE_ROOT / c.id
+
+
+def test_lifecycle_faster_than_threshold(native_runtime, containers):
+    """The whole lifecycle of ``true`` (median of 10) stays well under 100 ms."""
+    durations = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        c = native_runtime.start(containers.spec("true"), container_id=containers.new_id())
+        c.wait(10)
+        c.delete()
+        durations.append(time.perf_counter() - t0)
+    durations.sort()
+    assert durations[len(durations) // 2] < 0.1
+
+
+def test_plugin_makes_native_runtime(tmp_path):
+    from pytest_containers.plugins import native
+
+    rt = native.containers_make_runtime(name="native", options={"state_root": tmp_path})
+    assert isinstance(rt, NativeRuntime) and rt.state_root == tmp_path
+    assert native.containers_make_runtime(name="runc", options={}) is None
+    assert native.containers_runtime_names() == ["native"]
