@@ -101,12 +101,19 @@ def _write(path: Path, value: str) -> None:
 
 
 def _read(path: Path | str) -> str | None:
-    """The file's text, or ``None`` when it does not exist."""
+    """The file's text, or ``None`` when it does not exist (``open``/``read``/``close``:
+    interface files are small, and a buffered text file costs four more syscalls)."""
     try:
-        with open(path, encoding="ascii") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("ascii")
 
 
 def _read_int(path: Path) -> int | None:
@@ -269,6 +276,14 @@ class CgroupV1(_Cgroup):
         """The ``cgroup.procs`` files to write a pid into to join this cgroup."""
         return [self.dir(c) / "cgroup.procs" for c in self.hierarchies()]
 
+    def self_join_paths(self) -> list[tuple[Path, str]]:
+        """``(hierarchy root, file relative to it)`` of the ``tasks`` files a
+        single-threaded process writes ``0`` into to join this cgroup itself. The
+        kernel moves the writing thread without taking the global
+        ``cgroup_threadgroup_rwsem`` (Linux 5.16+), whose write lock waits for an RCU
+        grace period (5-20 ms) when it has not been taken for a while."""
+        return [(self.root / c, f"{self._rel}/tasks") for c in self.hierarchies()]
+
     def create(self, resources: Resources) -> None:
         """mkdir in every hierarchy and write the limits; on error remove what was
         made and raise ``CgroupError`` naming the file and value."""
@@ -296,14 +311,16 @@ class CgroupV1(_Cgroup):
             raise
 
     def _cpuset_fill(self, base: Path) -> None:
-        """A new v1 cpuset has empty ``cpus``/``mems``: copy each ancestor's down."""
+        """A new v1 cpuset has empty ``cpus``/``mems``: copy each ancestor's down
+        (ancestors first; an ancestor's are read only when the child's are empty)."""
         current = base
         for part in self._parts:
             child = current / part
             for name in ("cpuset.cpus", "cpuset.mems"):
-                value = (_read(child / name) or "").strip()
+                if (_read(child / name) or "").strip():
+                    continue
                 inherited = (_read(current / name) or "").strip()
-                if not value and inherited:
+                if inherited:
                     _write(child / name, inherited)
             current = child
 
@@ -332,10 +349,14 @@ class CgroupV1(_Cgroup):
             found.update(_parse_procs(_read(f"{self.root}/{controller}/{self._rel}/cgroup.procs")))
         return sorted(found)
 
+    def oom_kills(self) -> int:
+        """The memory controller's ``oom_kill`` counter (0 without it): one read."""
+        return _keyed(_read(self.dir("memory") / "memory.oom_control")).get("oom_kill", 0)
+
     def stats(self) -> Stats:
         """The kernel's counters; memory in bytes, cpu in microseconds."""
         mem, cpu = self.dir("memory"), self.dir("cpu")
-        oom = _keyed(_read(mem / "memory.oom_control")).get("oom_kill", 0)
+        oom = self.oom_kills()
         usage_ns = _read_int(self.dir("cpuacct") / "cpuacct.usage")
         cpu_stat = _keyed(_read(cpu / "cpu.stat"))
         throttled_ns = cpu_stat.get("throttled_time")
@@ -380,7 +401,7 @@ class CgroupV1(_Cgroup):
     def remove(self) -> None:
         """rmdir the leaf in every hierarchy (ENOENT tolerated, EBUSY retried), then
         the shared parents if they became empty."""
-        controllers = [c for c in V1_CONTROLLERS if (self.root / c).is_dir()]
+        controllers = self.hierarchies()
         for controller in controllers:
             _rmdir(self.dir(controller))
         for controller in controllers:
@@ -408,6 +429,11 @@ class CgroupV2(_Cgroup):
     def procs_paths(self) -> list[Path]:
         """The ``cgroup.procs`` file to write a pid into to join this cgroup."""
         return [self.dir_path / "cgroup.procs"]
+
+    def self_join_paths(self) -> list[tuple[Path, str]]:
+        """``(root, file relative to it)`` of the file a process writes ``0`` into to
+        join this cgroup itself (``cgroup.procs``: v2 moves whole processes only)."""
+        return [(self.root, f"{self._rel}/cgroup.procs")]
 
     def _enable_controllers(self, parent: Path) -> None:
         available = (_read(parent / "cgroup.controllers") or "").split()
@@ -456,6 +482,10 @@ class CgroupV2(_Cgroup):
     def pids(self) -> list[int]:
         """The processes of this cgroup (``cgroup.procs``), sorted."""
         return sorted(_parse_procs(_read(self.dir_path / "cgroup.procs")))
+
+    def oom_kills(self) -> int:
+        """``memory.events`` ``oom_kill`` (0 without the file): one read."""
+        return _keyed(_read(self.dir_path / "memory.events")).get("oom_kill", 0)
 
     def stats(self) -> Stats:
         """The kernel's counters; memory in bytes, cpu in microseconds."""

@@ -37,6 +37,10 @@ __all__ = [
 #: the overlay's source name: a leaked mount shows up as ``ptc`` in mountinfo
 OVERLAY_SOURCE = "ptc"
 DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+#: (major, minor) of the default devices (runtime-spec ``config-linux.md#default-devices``,
+#: the kernel's ``Documentation/admin-guide/devices.txt``): made with ``mknod``
+_DEVICE_NUMBERS = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
+                   "urandom": (1, 9), "tty": (5, 0)}
 _DEV_SYMLINKS = (
     ("/proc/self/fd", "fd"),
     ("/proc/self/fd/0", "stdin"),
@@ -219,7 +223,13 @@ def _make_target(path: str, is_file: bool) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if not os.path.lexists(path):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    else:
+        return
+    try:
+        os.mkdir(path)  # the common case: the parent exists, one syscall
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+    except FileNotFoundError:
         os.makedirs(path, exist_ok=True)
 
 
@@ -264,6 +274,38 @@ def _make_readonly(target: str) -> None:
              sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _kept_flags(target))
 
 
+#: filesystems whose fresh mount holds only what the kernel puts there (no symlink of
+#: the image): a path below one is the mount's target plus the rest, as is
+_KERNEL_FS = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"})
+
+
+class _Targets:
+    """Where each path of the config lands under ``root``: :func:`resolve_in_root`,
+    except below a fresh kernel filesystem mounted here (``/proc/kcore`` after
+    ``/proc``), which needs no walk: its target plus the rest of the path."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.mounted: dict[str, tuple[str, bool]] = {}  # destination -> (target, kernel fs)
+
+    def resolve(self, path: str) -> str:
+        parts = [p for p in path.split("/") if p]
+        key = "/" + "/".join(parts)
+        if key in self.mounted:
+            return self.mounted[key][0]
+        if "." not in parts and ".." not in parts:
+            for i in range(len(parts) - 1, 0, -1):  # the longest mounted prefix
+                found = self.mounted.get("/" + "/".join(parts[:i]))
+                if found is not None:
+                    if found[1]:
+                        return found[0] + "/" + "/".join(parts[i:])
+                    break  # below a bind mount: walk it
+        return resolve_in_root(self.root, path)
+
+    def add(self, destination: str, target: str, kernel_fs: bool) -> None:
+        self.mounted["/" + "/".join(p for p in destination.split("/") if p)] = (target, kernel_fs)
+
+
 def setup_rootfs(plan: RootfsPlan, step: list[str]) -> None:
     """Inside the container's fresh (private) mount namespace, with the rootfs already
     mounted at ``plan.rootfs``: the config's mounts, default devices, ``/dev``
@@ -271,19 +313,16 @@ def setup_rootfs(plan: RootfsPlan, step: list[str]) -> None:
     it and detach the old root. ``step[0]`` names the current step for error reports.
     """
     root = plan.rootfs
+    targets = _Targets(root)
     for op in plan.mounts:
         step[0] = f"mount {op.destination}"
-        target = resolve_in_root(root, op.destination)
+        target = targets.resolve(op.destination)
         _mount_one(op, target, op.source in plan.file_sources)
+        targets.add(op.destination, target, not op.is_bind and op.type in _KERNEL_FS)
     step[0] = "devices"
-    dev = root + "/dev"
-    os.makedirs(dev, exist_ok=True)
-    for name in plan.devices:
-        target = dev + "/" + name
-        if os.path.lexists(target):
-            os.unlink(target)
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
-        sc.mount("/dev/" + name, target, None, sc.MS_BIND)
+    dev = targets.resolve("/dev")
+    _make_target(dev, False)
+    _make_devices(dev, plan.devices)
     for src, name in _DEV_SYMLINKS:
         try:
             os.symlink(src, dev + "/" + name)
@@ -291,16 +330,42 @@ def setup_rootfs(plan: RootfsPlan, step: list[str]) -> None:
             pass
     step[0] = "masked paths"
     for path in plan.masked_paths:
-        _mask(resolve_in_root(root, path))
+        _mask(targets.resolve(path))
     step[0] = "readonly paths"
     for path in plan.readonly_paths:
-        _make_readonly(resolve_in_root(root, path))
+        _make_readonly(targets.resolve(path))
     if plan.readonly_rootfs:
         step[0] = "readonly rootfs"
         sc.mount(None, root, None,
                  sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _kept_flags(root))
     step[0] = "pivot_root"
     pivot_into(root)
+
+
+def _make_devices(dev: str, names: Sequence[str]) -> None:
+    """Create ``dev/<name>`` for each device: ``mknod`` (mode 0666, like runc as root),
+    or a bind mount of the host's ``/dev/<name>`` when the number is unknown or
+    ``mknod`` is not permitted."""
+    old_umask = os.umask(0)
+    try:
+        can_mknod = True
+        for name in names:
+            target = dev + "/" + name
+            try:
+                os.unlink(target)
+            except FileNotFoundError:
+                pass
+            numbers = _DEVICE_NUMBERS.get(name)
+            if numbers is not None and can_mknod:
+                try:
+                    os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(*numbers))
+                    continue
+                except PermissionError:
+                    can_mknod = False
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+            sc.mount("/dev/" + name, target, None, sc.MS_BIND)
+    finally:
+        os.umask(old_umask)
 
 
 def pivot_into(root: str) -> None:

@@ -1,14 +1,14 @@
-"""What runs between ``fork`` and ``exec``: the intermediate process, the container
-init and the ``exec`` helper.
+"""What runs between ``fork`` and ``exec``: the container init and the ``exec`` helper.
 
 Everything here runs in a forked copy of the caller (often pytest) and uses
 only syscalls and already-imported modules: no threads, no imports, no
 logging. A failure before ``exec`` is written to a close-on-exec error pipe as
 ``step\\0errno\\0message`` (like ``subprocess``), then the process ``_exit``\\ s
 with 127; a successful ``exec`` closes the pipe, which the parent reads as
-EOF. Process reports travel on a status pipe as lines: ``P<host pid>`` once
-the process is forked, ``S<raw wait status>`` once it has exited (written
-while it is still a zombie, before it is reaped).
+EOF. The ``exec`` helper reports on a status pipe as lines: ``P<host pid>``
+once the command is forked, ``S<raw wait status>`` once it has exited (written
+while it is still a zombie, before it is reaped). The container init is the
+caller's own child: the caller waits for it with ``waitpid``/its pidfd.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import select
 import signal
 from dataclasses import dataclass
 from typing import NoReturn
@@ -24,8 +25,8 @@ from ..linux import network
 from ..linux import syscalls as sc
 from ..linux.mounts import OVERLAY_SOURCE, RootfsPlan, setup_rootfs
 
-__all__ = ["ExecPlan", "InitPlan", "encode_error", "exec_in_path", "run_exec_helper",
-           "run_intermediate", "wait_status_of"]
+__all__ = ["ExecPlan", "InitPlan", "encode_error", "exec_in_path", "join_cgroup",
+           "join_cgroup_at", "open_dirs", "run_exec_helper", "run_init", "wait_status_of"]
 
 #: signals Python sets to SIG_IGN that an exec'd program must get back at default
 _RESTORE_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT)
@@ -37,7 +38,13 @@ class InitPlan:
 
     rootfs: RootfsPlan
     overlay_data: str  # ``mounts.overlay_options``: lowerdir (top first), upperdir, workdir
-    cgroup_procs: tuple[str, ...]
+    #: ``(hierarchy root, file relative to it)``: the files the init writes ``0``
+    #: into to join its cgroup itself (cgroup v1 ``tasks``: the kernel moves the
+    #: calling thread without the global threadgroup lock, so without waiting for an
+    #: RCU grace period). The roots are opened before ``pivot_root``.
+    cgroup_join: tuple[tuple[str, str], ...]
+    #: cgroup v2: the caller moves the init into the cgroup (before sending ``1``)
+    moved_by_caller: bool
     unshare_flags: int
     hostname: str | None
     loopback: bool
@@ -90,6 +97,7 @@ def wait_status_of(result: os.waitid_result) -> int:
 def _report_and_reap(pid: int, status_w: int) -> None:
     """Wait for ``pid`` to exit, report ``S<status>`` while it is a zombie, then reap."""
     result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    assert result is not None  # None only with WNOHANG
     os.write(status_w, b"S%d\n" % wait_status_of(result))
     os.waitpid(pid, 0)
 
@@ -116,8 +124,26 @@ def exec_in_path(args: tuple[str, ...], env: dict[str, str], path: tuple[str, ..
     raise FileNotFoundError(errno.ENOENT, "command not found", file)
 
 
-def _join_cgroup(procs: tuple[str, ...], pid: int = 0) -> None:
-    """Write ``pid`` (0: the caller) into each ``cgroup.procs``."""
+def open_dirs(pairs: tuple[tuple[str, str], ...]) -> list[tuple[int, str]]:
+    """``(O_PATH fd of dir, relative path)`` for each ``(dir, relative path)``: usable
+    with ``dir_fd`` after ``pivot_root`` has detached ``dir``'s mount."""
+    return [(os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), rel) for d, rel in pairs]
+
+
+def join_cgroup_at(files: list[tuple[int, str]]) -> None:
+    """Write ``0`` (the caller) into each ``(dir fd, relative path)``; close the fds."""
+    for dir_fd, rel in files:
+        fd = os.open(rel, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+        os.close(dir_fd)
+
+
+def join_cgroup(procs: tuple[str, ...], pid: int = 0) -> None:
+    """Write ``pid`` (0: the caller) into each file of ``procs`` (``cgroup.procs``, or
+    v1 ``tasks`` for the single-threaded caller itself)."""
     data = b"%d" % pid
     for path in procs:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -147,10 +173,26 @@ def _restore_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _run_init(plan: InitPlan, err_w: int, go_r: int) -> NoReturn:
+def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int) -> NoReturn:
+    """The container init, PID 1 of its new pid namespace, forked by the caller.
+
+    Dies with the caller's thread (pdeathsig); ``life_r`` is the read end of a pipe
+    whose write end only the caller holds, so a caller that died before the
+    pdeathsig was set shows as EOF. Unshares its namespaces, mounts the rootfs and
+    pivots into it, sets up stdio and limits while the caller creates the cgroup;
+    waits for ``1`` on ``go_r`` (the cgroup exists; on v2 the caller moved us into
+    it), joins the cgroup itself (``plan.cgroup_join``, v1), then
+    ``unshare(CLONE_NEWCGROUP)``, user, exec. EOF on ``go_r`` instead: the caller
+    gave up (it reports), exit at once.
+    """
     step = ["pdeathsig"]
     try:
         sc.set_pdeathsig(signal.SIGKILL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if select.select([life_r], [], [], 0)[0]:
+            os._exit(1)  # EOF: the caller died before the pdeathsig was armed
+        step[0] = "cgroup"
+        cgroup_files = open_dirs(plan.cgroup_join)
         step[0] = "unshare"
         sc.unshare(plan.unshare_flags & ~sc.CLONE_NEWCGROUP)
         os.setsid()
@@ -172,8 +214,8 @@ def _run_init(plan: InitPlan, err_w: int, go_r: int) -> NoReturn:
             resource.setrlimit(kind, (soft, hard))
         step[0] = "cgroup"
         if os.read(go_r, 1) != b"1":
-            os._exit(127)  # the intermediate could not move us into the cgroup: it reports
-        os.close(go_r)
+            os._exit(127)
+        join_cgroup_at(cgroup_files)
         if plan.unshare_flags & sc.CLONE_NEWCGROUP:
             sc.unshare(sc.CLONE_NEWCGROUP)  # rooted at ptc/<id>: only once we are in it
         step[0] = "user"
@@ -192,49 +234,6 @@ def _run_init(plan: InitPlan, err_w: int, go_r: int) -> NoReturn:
         except BaseException:  # noqa: B036
             pass
     os._exit(127)
-
-
-def run_intermediate(plan: InitPlan, err_w: int, status_w: int, parent_pid: int) -> NoReturn:
-    """The intermediate: dies with the parent, ``unshare(CLONE_NEWPID)``, forks the
-    container init (PID 1 of the new namespace), reports ``P<pid>`` then
-    ``S<status>`` on ``status_w``, exits. It stays outside the container's cgroup."""
-    step = "intermediate"
-    try:
-        sc.set_pdeathsig(signal.SIGKILL)
-        if os.getppid() != parent_pid:
-            os._exit(1)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        step = "unshare pid"
-        sc.unshare(sc.CLONE_NEWPID)
-        step = "fork init"
-        go_r, go_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(status_w)
-            os.close(go_w)
-            _run_init(plan, err_w, go_r)
-        os.close(go_r)
-        os.write(status_w, b"P%d\n" % pid)
-        # move the init into the cgroup while it sets up its mounts: the first
-        # cgroup v1 migration after a while waits for an RCU grace period (~10 ms)
-        step = "cgroup"
-        try:
-            _join_cgroup(plan.cgroup_procs, pid)
-        except BaseException:
-            os.kill(pid, signal.SIGKILL)
-            raise
-        os.write(go_w, b"1")
-        os.close(go_w)
-        os.close(err_w)
-        err_w = -1
-        _report_and_reap(pid, status_w)
-    except BaseException as exc:  # noqa: B036
-        if err_w >= 0:
-            try:
-                os.write(err_w, encode_error(step, exc))
-            except BaseException:  # noqa: B036
-                pass
-    os._exit(0)
 
 
 def _exec_target(plan: ExecPlan, err_w: int) -> NoReturn:
@@ -286,7 +285,7 @@ def run_exec_helper(plan: ExecPlan, err_w: int, status_w: int, parent_pid: int) 
             os._exit(1)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         step = "cgroup"
-        _join_cgroup(plan.cgroup_procs)
+        join_cgroup(plan.cgroup_procs)
         step = "setns"
         _setns_all(plan)
         step = "fork"

@@ -2,17 +2,19 @@
 
 Process tree of one container (host pids)::
 
-    caller (pytest)                       keeps: pidfd of init, status pipe
-    └── intermediate   pdeathsig KILL, unshare(CLONE_NEWPID), not in the cgroup
-        └── init       PID 1 of the new pid namespace, in cgroup ``ptc/<id>``:
-                       unshare(mnt, uts, ipc, net, cgroup), overlay rootfs mounted
-                       in its own mount namespace, pivot_root, execve(args)
+    caller (pytest)   keeps: pid and pidfd of init; reaps it with waitpid
+    └── init          PID 1 of a new pid namespace, pdeathsig KILL. One fork: the
+                      calling thread unshares CLONE_NEWPID, forks, and setns's back
+                      into its own pid namespace. unshare(mnt, uts, ipc, net),
+                      overlay rootfs in its own mount namespace, pivot_root; then
+                      joins cgroup ``ptc/<id>`` (made by the caller meanwhile),
+                      unshare(cgroup), execve(args)
 
-A ``kill -9`` of the caller kills the intermediate (pdeathsig), whose death
-SIGKILLs the init (pdeathsig), whose death kills every process of the pid
-namespace; the mount namespace, and with it the overlay, goes with the last
-of them. What can remain (the cgroup directories and the state dir) carries
-the caller's pid in ``owner`` for :func:`~.sweep.sweep`.
+A ``kill -9`` of the caller SIGKILLs the init (pdeathsig), whose death kills
+every process of the pid namespace; the mount namespace, and with it the
+overlay, goes with the last of them. What can remain (the cgroup directories
+and the state dir) carries the caller's pid in ``owner`` for
+:func:`~.sweep.sweep`.
 
 State dir ``<state_root>/<id>``: ``config.json``, ``owner``, ``rootfs/`` (the
 overlay's mount point, only inside the container), ``upper/``, ``work/``,
@@ -23,15 +25,18 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import resource
-import shutil
+import select
 import signal as _signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from pytest_containers.exceptions import (
+    CgroupError,
     CommandNotFoundError,
     ContainerRuntimeError,
     ContainerStartError,
@@ -46,6 +51,8 @@ from . import child
 from .pipes import LinePipe as _LinePipe
 from .pipes import collect as _collect
 from .pipes import read_all as _read_all
+from .statedir import remove_state_dir as _remove_state_dir
+from .statedir import write_file as _write_file
 
 __all__ = ["NativeContainer", "NativeRuntime", "default_state_root"]
 
@@ -105,7 +112,8 @@ def _reap(pid: int) -> int | None:
 class NativeContainer:
     """A container run by :class:`NativeRuntime` (the ``Container`` protocol).
 
-    ``pid`` is the host pid of the container's PID 1; signals go through a pidfd.
+    ``pid`` is the host pid of the container's PID 1, a child of the process that
+    started it; signals go through a pidfd.
     """
 
     def __init__(self, container_id: str, state_dir: Path, config: dict[str, Any],
@@ -117,12 +125,12 @@ class NativeContainer:
         self.stdout_path = state_dir / "stdout"
         self.stderr_path = state_dir / "stderr"
         self.pid = 0
-        self._helper_pid = 0
         self._pidfd = -1
-        self._status_pipe: _LinePipe | None = None
         self._raw_status: int | None = None
         self._exit: ExitStatus | None = None
         self._deleted = False
+        self._owns_cgroup = False  # True once start() has created it
+        self._execs = 0
 
     def __repr__(self) -> str:
         return f"<NativeContainer {self.id} pid={self.pid}>"
@@ -130,29 +138,19 @@ class NativeContainer:
     # -- lifecycle ------------------------------------------------------------------
 
     def _receive_status(self, timeout: float | None) -> int | None:
-        """Read the intermediate's ``S<status>`` report; ``None`` on timeout."""
+        """Reap PID 1 once it has exited (its pidfd turns readable) and keep its raw
+        wait status; ``None`` while it runs after ``timeout`` seconds."""
         if self._raw_status is not None:
             return self._raw_status
-        if self._status_pipe is None:
+        if not self.pid:
             return None
-        while True:
-            try:
-                line = self._status_pipe.read_line(timeout)
-            except TimeoutError:
-                return None
-            if line is None:
-                # the intermediate died without reporting (killed): the init got SIGKILL
-                self._raw_status = _signal.SIGKILL
-                break
-            if line.startswith(b"S"):
-                self._raw_status = int(line[1:])
-                break
-            if line.startswith(b"P") and not self.pid:
-                self.pid = int(line[1:])
-        if self._helper_pid:
-            _reap(self._helper_pid)
-            self._helper_pid = 0
-        self._status_pipe.close()
+        if not _exited(self._pidfd, self.pid, timeout):
+            return None
+        try:
+            self._raw_status = os.waitpid(self.pid, 0)[1]
+        except ChildProcessError:
+            # reaped behind our back (``waitpid(-1)`` elsewhere): the status is lost
+            self._raw_status = _signal.SIGKILL
         return self._raw_status
 
     def wait(self, timeout: float | None = None) -> ExitStatus:
@@ -166,7 +164,7 @@ class NativeContainer:
         if status is None:
             raise TimeoutError(f"container {self.id} still running after {timeout} s")
         try:
-            oom = self.cgroup.stats().oom_kills > 0
+            oom = self.cgroup.oom_kills() > 0
         except OSError:
             oom = False
         self._exit = ExitStatus.from_wait_status(status, oom_killed=oom)
@@ -201,24 +199,27 @@ class NativeContainer:
         if self._deleted:
             return
         self._receive_status(0)
-        # once PID 1 is reported dead its pid namespace is gone; the cgroup can only
-        # hold strays (an exec helper): kill_all returns at once when it is empty
-        self.cgroup.kill_all()
+        # once PID 1 is reaped its pid namespace is gone, and every process of it
+        # with it: the cgroup can only hold strays of exec() (helpers outside the
+        # namespace), so without any exec there is nothing to look for
+        if self._owns_cgroup and (self._raw_status is None or self._execs):
+            self.cgroup.kill_all()
         self.kill(_signal.SIGKILL)
-        if self._status_pipe is not None and self._status_pipe.fd >= 0:
-            if self._receive_status(DELETE_TIMEOUT) is None and self._helper_pid:
-                os.kill(self._helper_pid, _signal.SIGKILL)
-                self._receive_status(DELETE_TIMEOUT)
+        self._receive_status(DELETE_TIMEOUT)
         if self._raw_status is not None and self._exit is None:
             self.wait(0)
-        if self._helper_pid:
-            _reap(self._helper_pid)
-            self._helper_pid = 0
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
-        self.cgroup.remove()
-        _remove_tree(self.state_dir)
+        if self._owns_cgroup:
+            try:
+                self.cgroup.remove()
+            except CgroupError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+                self.cgroup.kill_all()  # a process got in after all: kill, then again
+                self.cgroup.remove()
+        _remove_state_dir(self.state_dir)
         self._deleted = True
 
     # -- exec -----------------------------------------------------------------------
@@ -237,6 +238,7 @@ class NativeContainer:
         if self._deleted or self.poll() is not None:
             raise ContainerRuntimeError(f"container {self.id} is not running",
                                         container_id=self.id, argv=list(args))
+        self._execs += 1  # an exec helper joins the cgroup outside the pid namespace
         process = self.config["process"]
         env_map = _env_dict(env if env is not None else process.get("env", ()))
         ns_flags = sc.CLONE_NEWPID
@@ -248,7 +250,7 @@ class NativeContainer:
         status_r, status_w = os.pipe()
         plan = child.ExecPlan(
             target_pidfd=self._pidfd, target_pid=self.pid, ns_flags=ns_flags,
-            cgroup_procs=tuple(str(p) for p in self.cgroup.procs_paths()),
+            cgroup_procs=tuple(f"{d}/{rel}" for d, rel in self.cgroup.self_join_paths()),
             args=tuple(args), env=env_map, path=_path_of(env_map),
             cwd=cwd or process.get("cwd", "/"),
             uid=process["user"].get("uid", 0), gid=process["user"].get("gid", 0),
@@ -321,14 +323,66 @@ def _reap_within(pid: int, timeout: float) -> int | None:
         time.sleep(0.0005)
 
 
-def _remove_tree(path: Path) -> None:
-    """``rm -r`` tolerating what is already gone."""
-    def onexc(func, p, exc):  # noqa: ANN001
-        if isinstance(exc, FileNotFoundError):
-            return
-        raise exc
+def _exited(pidfd: int, pid: int, timeout: float | None) -> bool:
+    """Whether our child ``pid`` has exited (is waitable), waiting up to ``timeout``
+    seconds (``None``: forever) for its pidfd to turn readable."""
+    if pidfd >= 0:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else math.ceil(max(0.0, timeout) * 1000)))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:  # no pidfd (pidfd_open failed): poll waitid
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:
+            return True  # already reaped: waitpid says so
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(0.001)
 
-    shutil.rmtree(path, onerror=lambda f, p, info: onexc(f, p, info[1]))
+
+#: held from ``unshare(CLONE_NEWPID)`` to the ``setns`` back (one fork at a time)
+_PIDNS_LOCK = threading.Lock()
+_own_pidns: tuple[int, int] = (0, -1)  # (pid of the opener, fd of /proc/self/ns/pid)
+
+
+def _own_pidns_fd() -> int:
+    """An fd of the caller's own pid namespace, opened once per process."""
+    global _own_pidns
+    pid, fd = _own_pidns
+    if pid != os.getpid() or fd < 0:  # first use, or a forked copy of the process
+        fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        _own_pidns = (os.getpid(), fd)
+    return fd
+
+
+def _fork_into_new_pidns() -> int:
+    """``fork`` a child that is PID 1 of a new pid namespace; returns its pid (0 in it).
+
+    The calling thread ``unshare(CLONE_NEWPID)``\\ s (which only changes its own
+    namespace for children), forks, then ``setns`` back into its own pid namespace.
+    If that fails the child is killed and reaped and ``ContainerStartError`` is
+    raised: the thread is then left in the dead namespace, where a fork fails
+    (ENOMEM) instead of putting a process into a container's namespace."""
+    with _PIDNS_LOCK:
+        own = _own_pidns_fd()
+        pid = -1
+        try:
+            sc.unshare(sc.CLONE_NEWPID)
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                try:
+                    sc.setns(own, sc.CLONE_NEWPID)
+                except OSError as exc:
+                    if pid > 0:
+                        _kill_quietly(pid)
+                        _reap(pid)
+                    raise ContainerStartError(
+                        f"cannot return to the caller's pid namespace: {exc}",
+                        step="pid namespace", errno=exc.errno) from exc
+        return pid
 
 
 class NativeRuntime:
@@ -356,22 +410,26 @@ class NativeRuntime:
                                       container_id=container_id, argv=[])
         if not container_id or "/" in container_id or container_id in (".", ".."):
             raise ValueError(f"invalid container id {container_id!r}")
+        if not spec.layers:
+            raise ContainerStartError(f"container {container_id} has no layers",
+                                      container_id=container_id, argv=list(spec.args))
         state_dir = self.state_root / container_id
-        self.state_root.mkdir(parents=True, exist_ok=True)
         try:
-            state_dir.mkdir(mode=0o700)
+            os.mkdir(state_dir, 0o700)
+        except FileNotFoundError:
+            self.state_root.mkdir(parents=True, exist_ok=True)
+            os.mkdir(state_dir, 0o700)
         except FileExistsError as exc:
             raise ContainerStartError(f"container {container_id} already exists",
                                       container_id=container_id, argv=list(spec.args)) from exc
-        (state_dir / "owner").write_text(f"{os.getpid()}\n")
-        rootfs = state_dir / "rootfs"
-        config = to_config(spec, container_id=container_id, rootfs=str(rootfs))
-        container = NativeContainer(container_id, state_dir, config,
-                                    open_cgroup(config["linux"]["cgroupsPath"]))
         try:
-            self._prepare(spec, container, rootfs)
+            # before the fork: the sweep needs the owner of anything that may remain
+            _write_file(f"{state_dir}/owner", b"%d\n" % os.getpid())
+            config = to_config(spec, container_id=container_id, rootfs=str(state_dir / "rootfs"))
+            container = NativeContainer(container_id, state_dir, config,
+                                        open_cgroup(config["linux"]["cgroupsPath"]))
         except BaseException:
-            _remove_tree(state_dir)
+            _remove_state_dir(state_dir)
             raise
         try:
             self._launch(spec, container)
@@ -380,12 +438,12 @@ class NativeRuntime:
             raise
         return container
 
-    def _prepare(self, spec: ContainerSpec, container: NativeContainer, rootfs: Path) -> None:
-        state_dir = container.state_dir
-        with open(state_dir / "config.json", "w") as f:
-            json.dump(container.config, f, separators=(",", ":"))  # the C encoder
-        for name in ("rootfs", "upper", "work"):
-            (state_dir / name).mkdir()
+    def _prepare(self, spec: ContainerSpec, container: NativeContainer) -> None:
+        """``config.json`` and the cgroup with its limits: done by the caller while its
+        freshly forked init sets up namespaces and mounts."""
+        # the C encoder; config.json is the seam with ptc-runtime and runc
+        _write_file(f"{container.state_dir}/config.json",
+                    json.dumps(container.config, separators=(",", ":")).encode())
         try:
             container.cgroup.create(spec.resources)
         except OSError as exc:
@@ -393,12 +451,10 @@ class NativeRuntime:
                 f"cannot create cgroup of container {container.id}: {exc}",
                 container_id=container.id, argv=list(spec.args), step="cgroup",
                 errno=exc.errno) from exc
+        container._owns_cgroup = True
 
     def _plan(self, spec: ContainerSpec, container: NativeContainer, out: int, err: int
               ) -> child.InitPlan:
-        if not spec.layers:
-            raise ContainerStartError(f"container {container.id} has no layers",
-                                      container_id=container.id, argv=list(spec.args))
         config = container.config
         process = config["process"]
         env = _env_dict(process.get("env", ()))
@@ -410,10 +466,14 @@ class NativeRuntime:
         rlimits = tuple((_RLIMITS[r["type"]], r["soft"], r["hard"])
                         for r in process.get("rlimits", ()) if r["type"] in _RLIMITS)
         state_dir = container.state_dir
+        cgroup = container.cgroup
         return child.InitPlan(
             rootfs=plan_rootfs(config, state_dir / "rootfs"),
             overlay_data=overlay_options(spec.layers, state_dir / "upper", state_dir / "work"),
-            cgroup_procs=tuple(str(p) for p in container.cgroup.procs_paths()),
+            # v2 has no lock-free self move: the caller moves the init (see _launch)
+            cgroup_join=tuple((str(d), rel) for d, rel in cgroup.self_join_paths())
+            if cgroup.version == 1 else (),
+            moved_by_caller=cgroup.version != 1,
             unshare_flags=flags,
             hostname=config.get("hostname") if "uts" in types else None,
             loopback="network" in types,
@@ -425,44 +485,74 @@ class NativeRuntime:
         )
 
     def _launch(self, spec: ContainerSpec, c: NativeContainer) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        out = os.open(c.stdout_path, flags, 0o644)
-        err = os.open(c.stderr_path, flags, 0o644)
+        """Fork the init, then, while it sets up its namespaces and rootfs, write
+        ``config.json`` and create the cgroup (:meth:`_prepare`; on cgroup v2 also
+        move the init into it) and send ``1`` on the go pipe; then wait for its
+        ``exec`` (EOF on the error pipe) or its error report."""
+        out = err = epipe_r = epipe_w = life_r = life_w = go_r = go_w = -1
         try:
+            base = str(c.state_dir)
+            for name in ("rootfs", "upper", "work"):
+                os.mkdir(f"{base}/{name}")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            out = os.open(c.stdout_path, flags, 0o644)
+            err = os.open(c.stderr_path, flags, 0o644)
             plan = self._plan(spec, c, out, err)
             epipe_r, epipe_w = os.pipe()
-            status_r, status_w = os.pipe()
-            parent = os.getpid()
-            pid = os.fork()
+            life_r, life_w = os.pipe()
+            go_r, go_w = os.pipe()
+            pid = _fork_into_new_pidns()
             if pid == 0:
                 try:
                     os.close(epipe_r)
-                    os.close(status_r)
-                    child.run_intermediate(plan, epipe_w, status_w, parent)
+                    os.close(life_w)
+                    os.close(go_w)
+                    child.run_init(plan, epipe_w, life_r, go_r)
                 finally:
                     os._exit(127)
+            c.pid = pid
+        except BaseException:
+            for fd in (epipe_r, life_w, go_w):
+                if fd >= 0:
+                    os.close(fd)
+            raise
         finally:
-            os.close(out)
-            os.close(err)
-        os.close(epipe_w)
-        os.close(status_w)
-        c._helper_pid = pid
-        c._status_pipe = _LinePipe(status_r)
+            for fd in (out, err, epipe_w, life_r, go_r):
+                if fd >= 0:
+                    os.close(fd)
         try:
-            line = c._status_pipe.read_line(START_TIMEOUT)
-            if line is not None and line.startswith(b"P"):
-                c.pid = int(line[1:])
+            try:
+                c._pidfd = os.pidfd_open(pid)
+            except OSError:
+                c._pidfd = -1  # waits poll waitid instead
+            self._prepare(spec, c)
+            moved: OSError | None = None
+            if plan.moved_by_caller:
                 try:
-                    c._pidfd = os.pidfd_open(c.pid)
-                except ProcessLookupError:
-                    c._pidfd = -1  # exited and reaped already: its S report follows
+                    child.join_cgroup(tuple(str(p) for p in c.cgroup.procs_paths()), pid)
+                except OSError as exc:
+                    moved = exc
+            if moved is None:
+                try:
+                    os.write(go_w, b"1")
+                except BrokenPipeError:
+                    pass  # the init has failed already: its report is on the error pipe
+            os.close(go_w)  # without "1" the init exits (nothing to report)
+            go_w = -1
             error = _read_all(epipe_r, START_TIMEOUT)
+            if not error and moved is not None:
+                raise ContainerStartError(
+                    f"container {c.id} failed to start at cgroup: {moved}",
+                    container_id=c.id, argv=list(spec.args), step="cgroup",
+                    errno=moved.errno) from moved
         except TimeoutError as exc:
             raise ContainerStartError(f"container {c.id} did not start within "
                                       f"{START_TIMEOUT} s", container_id=c.id,
                                       argv=list(spec.args), step="timeout") from exc
         finally:
-            os.close(epipe_r)
+            for fd in (epipe_r, life_w, go_w):
+                if fd >= 0:
+                    os.close(fd)
         if error:
             step, code, message = _parse_error(error)
             if step == "exec" and code == errno.ENOENT:
@@ -472,8 +562,3 @@ class NativeRuntime:
             raise ContainerStartError(
                 f"container {c.id} failed to start at {step}: {message}",
                 container_id=c.id, argv=list(spec.args), step=step, errno=code, stderr="")
-        if not c.pid:
-            raise ContainerStartError(f"container {c.id}: the init was not forked",
-                                      container_id=c.id, argv=list(spec.args), step="fork")
-        # an ``S`` already here means the init exited (the pidfd may be stale: unused)
-        c._receive_status(0)

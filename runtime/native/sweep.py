@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..linux.cgroups import open_cgroup
+from ..linux.cgroups import DEFAULT_ROOT, open_cgroup
 from ..spec import cgroups_path
 
 __all__ = ["owner_alive", "sweep"]
@@ -55,8 +55,7 @@ def sweep(state_root: Path | None = None, *, cgroup_root: Path | None = None) ->
         state_dir = Path(entry.path)
         if owner_alive(state_dir) is not False:
             continue
-        kwargs = {} if cgroup_root is None else {"root": cgroup_root}
-        cgroup = open_cgroup(cgroups_path(entry.name), **kwargs)
+        cgroup = open_cgroup(cgroups_path(entry.name), root=cgroup_root or DEFAULT_ROOT)
         cgroup.kill_all()
         cgroup.remove()
         shutil.rmtree(state_dir, ignore_errors=True)

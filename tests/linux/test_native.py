@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -282,6 +284,59 @@ def test_state_dir_layout(containers):
     assert names == ["config.json", "owner", "rootfs", "stderr", "stdout", "upper", "work"]
     assert int((c.state_dir / "owner").read_text()) == os.getpid()
     assert c.state_dir == STATE_ROOT / c.id
+
+
+def test_init_is_our_child_in_every_hierarchy(containers):
+    """One fork: PID 1 is the caller's own child (reaped by ``wait``), and it joined
+    ``ptc/<id>`` in every mounted v1 hierarchy itself."""
+    c = containers.start("sleep", "100")
+    stat = Path(f"/proc/{c.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert int(stat[1]) == os.getpid()
+    hierarchies = sorted(CGROUP_ROOT.glob(f"*/ptc/{c.id}"))
+    assert len(hierarchies) >= 4
+    for cgroup in hierarchies:
+        assert (cgroup / "cgroup.procs").read_text().split() == [str(c.pid)], cgroup
+    c.kill()
+    assert c.wait(10).signal == signal.SIGKILL
+    assert not Path(f"/proc/{c.pid}").exists() or \
+        Path(f"/proc/{c.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_pid_namespace_restore_failure_raises_and_leaves_nothing(
+        native_runtime, containers, monkeypatch):
+    """When the calling thread cannot ``setns`` back into its own pid namespace, start
+    raises, the init is killed and nothing is left; a later fork in that thread fails
+    instead of landing in the container's namespace. (In a thread of its own: the
+    namespace for children is per thread.)"""
+    from pytest_containers.runtime.native import engine
+
+    def refuse(fd, nstype=0):
+        raise OSError(errno.EPERM, "refused")
+
+    monkeypatch.setattr(engine.sc, "setns", refuse)
+    cid = containers.new_id()
+    result = {}
+
+    def run():
+        try:
+            native_runtime.start(containers.spec("sleep", "100"), container_id=cid)
+        except ContainerStartError as exc:
+            result["step"] = exc.step
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+            result["forked"] = True
+        except OSError as exc:
+            result["fork_errno"] = exc.errno
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert result == {"step": "pid namespace", "fork_errno": errno.ENOMEM}
+    assert leftovers(cid) == []
+    assert processes_in(cid) == []
 
 
 def test_lifecycle_faster_than_threshold(native_runtime, containers):
