@@ -1,8 +1,11 @@
 """A real local registry (distribution's ``docker-registry``) for tests.
 
 :class:`RegistryServer` runs ``docker-registry serve CONFIG`` on a free
-``127.0.0.1`` port with filesystem storage in a temp directory, no auth,
-deletes enabled; :func:`registry` is the session fixture around it.
+``127.0.0.1`` port with filesystem storage in a temp directory, deletes
+enabled, and either no auth or token auth (``auth.token``, distribution
+``docs/spec/auth/token.md``) against a token server such as
+:class:`pytest_containers.plugins.token_server.TokenServer`; :func:`registry`
+is the session fixture around it (no auth).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -41,6 +45,33 @@ http:
 """
 
 
+_TOKEN_AUTH = """\
+auth:
+  token:
+    realm: {realm}
+    service: {service}
+    issuer: {issuer}
+    rootcertbundle: {rootcertbundle}
+"""
+
+
+class TokenAuthority(Protocol):
+    """What the registry's ``auth.token`` section needs from a token server.
+
+    ``realm``: the token endpoint URL sent in challenges; ``service``: the
+    registry's service name (the tokens' ``aud``); ``issuer``: the tokens'
+    ``iss``; ``root_cert_path``: a PEM bundle the tokens' ``x5c`` chain must
+    verify against. Read once, when the registry starts.
+    """
+
+    @property
+    def realm(self) -> str: ...
+
+    service: str
+    issuer: str
+    root_cert_path: Path
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -54,11 +85,20 @@ class RegistryServer:
     ``storage``: the registry's storage root (its ``docker/registry/v2`` tree),
     exposed so tests can corrupt blobs. ``allow_schema1``: accept Docker schema 1
     pushes (``skopeo copy --format v2s1``), to test clients that must refuse them.
+    ``token_server``: run in token-auth mode against this (already started) token
+    server; every request then needs a Bearer token from its realm.
     """
 
-    def __init__(self, binary: str = REGISTRY_BINARY, *, allow_schema1: bool = False) -> None:
+    def __init__(
+        self,
+        binary: str = REGISTRY_BINARY,
+        *,
+        allow_schema1: bool = False,
+        token_server: TokenAuthority | None = None,
+    ) -> None:
         self.binary = binary
         self.allow_schema1 = allow_schema1
+        self.token_server = token_server
         self.workdir = Path(tempfile.mkdtemp(prefix="ptc-registry-"))
         self.storage = self.workdir / "storage"
         self.port = 0
@@ -84,6 +124,14 @@ class RegistryServer:
         text = _CONFIG.format(storage=self.storage, host=self.host)
         if self.allow_schema1:  # distribution 2.8 refuses schema 1 pushes otherwise
             text += "compatibility:\n  schema1:\n    enabled: true\n"
+        if self.token_server is not None:
+            auth = self.token_server
+            text += _TOKEN_AUTH.format(
+                realm=auth.realm,
+                service=auth.service,
+                issuer=auth.issuer,
+                rootcertbundle=auth.root_cert_path,
+            )
         config.write_text(text)
         with self._log.open("wb") as log:
             self._process = subprocess.Popen(
@@ -113,18 +161,28 @@ class RegistryServer:
         return self
 
     def push_oci(
-        self, layout_dir: Path, ref_name: str, repository: str, tag: str, *, fmt: str | None = None
+        self,
+        layout_dir: Path,
+        ref_name: str,
+        repository: str,
+        tag: str,
+        *,
+        fmt: str | None = None,
+        creds: str | None = None,
     ) -> str:
         """``skopeo copy oci:DIR:REF docker://HOST/REPO:TAG``; return the pushed reference.
 
         ``fmt``: skopeo ``--format`` (``oci``, ``v2s2``); ``None`` keeps the
-        source's. A layout entry that is an index is copied with ``--all``.
-        Raises ``subprocess.CalledProcessError`` (with stderr) on failure.
+        source's. ``creds``: ``USER:PASSWORD`` for the token server (skopeo
+        ``--dest-creds``). A layout entry that is an index is copied with
+        ``--all``. Raises ``subprocess.CalledProcessError`` (with stderr) on failure.
         """
         dest = f"{self.host}/{repository}:{tag}"
         argv = ["skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false"]
         if fmt:
             argv += ["--format", fmt]
+        if creds:
+            argv += ["--dest-creds", creds]
         argv += [f"oci:{layout_dir}:{ref_name}", f"docker://{dest}"]
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:

@@ -4,7 +4,9 @@ The only module that imports httpx; :func:`_map_httpx_errors` turns its
 errors into ours (like httpx's own ``map_httpcore_exceptions``):
 
 - connect errors, timeouts, broken connections -> :class:`RegistryUnavailableError`
-- 401/403 after the token flow -> :class:`AuthenticationError`
+- 401/403 after the token flow, or a token request refused -> :class:`AuthenticationError`
+  (naming the realm when the token server refused)
+- an unreachable token realm -> :class:`RegistryUnavailableError` naming the realm
 - 404 -> :class:`ManifestUnknownError`
 - other 4xx/5xx -> :class:`RegistryError` (429 and 5xx are retried by
   :func:`pytest_containers._retry.registry_request`)
@@ -87,6 +89,29 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     }
 
 
+def _challenge_error(challenge: str) -> str:
+    """Why a Bearer token was not enough, from the ``error`` of a challenge (RFC 6750 3.1).
+
+    Registry 2.8.2 sends the same body ("authentication required") whether the
+    token was rejected or merely lacks the scope; only the challenge tells.
+    Returns ``" (...)"`` to append to a message, or ``""``.
+    """
+    scheme, params = _parse_challenge(challenge)
+    error = params.get("error")
+    if scheme != "bearer" or not error:
+        return ""
+    realm = params.get("realm", "the realm")
+    if error == "invalid_token":
+        return (
+            f" (error=invalid_token: the registry rejected the token from {realm}: signature,"
+            " certificate, issuer, audience or expiry)"
+        )
+    if error == "insufficient_scope":
+        scope = params.get("scope") or "the requested scope"
+        return f" (error=insufficient_scope: the token from {realm} does not grant {scope})"
+    return f" (error={error})"
+
+
 class RegistryClient:
     """A client for one registry host (``host[:port]``, the API host, not ``docker.io``).
 
@@ -163,11 +188,26 @@ class RegistryClient:
         if scope:
             query["scope"] = scope
         realm = params["realm"]
-        with _map_httpx_errors(realm):
+        wanted = f" for {query['scope']}" if query.get("scope") else ""
+        try:
             response = self._client.get(realm, params=query)
-        if response.status_code != 200:
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            raise RegistryUnavailableError(
+                f"token server unavailable at {realm} (the Bearer realm {url} asked for):"
+                f" {exc or type(exc).__name__}",
+                url=realm,
+            ) from exc
+        except httpx.HTTPError as exc:
             raise AuthenticationError(
-                f"token request to {realm} failed with HTTP {response.status_code}",
+                f"token request to {realm} (the Bearer realm {url} asked for) failed: {exc}",
+                url=realm,
+                status=None,
+            ) from exc
+        if response.status_code != 200:
+            detail = response.text[:300].strip()
+            raise AuthenticationError(
+                f"token request to {realm}{wanted} (the Bearer realm {url} asked for) was"
+                f" refused with HTTP {response.status_code}" + (f": {detail}" if detail else ""),
                 url=realm,
                 status=response.status_code,
             )
@@ -197,8 +237,9 @@ class RegistryClient:
                 url=url,
             )
         if status in (401, 403):
+            why = _challenge_error(response.headers.get("WWW-Authenticate", ""))
             raise AuthenticationError(
-                f"access to {reference} denied: HTTP {status} from {url}: {detail}",
+                f"access to {reference} denied: HTTP {status} from {url}{why}: {detail}",
                 url=url,
                 status=status,
             )
