@@ -16,7 +16,8 @@ def containers_make_runtime(name: str, options: dict[str, object]):
     from pytest_containers.runtime.native.engine import NativeRuntime
 
     state_root = options.get("state_root")
-    return NativeRuntime(state_root=Path(state_root) if state_root is not None else None)
+    state_root = Path(state_root) if isinstance(state_root, (str, Path)) else None
+    return NativeRuntime(state_root=state_root)
 
 
 @hookimpl

@@ -76,7 +76,8 @@ def containers_make_runtime(name: str, options: dict[str, object]) -> OciCliRunt
         if problem is not None:
             raise ContainerRuntimeError(problem, name=name)
     state_root = options.get("state_root")
-    return OciCliRuntime(name, state_root=Path(state_root) if state_root is not None else None)
+    state_root = Path(state_root) if isinstance(state_root, (str, Path)) else None
+    return OciCliRuntime(name, state_root=state_root)
 
 
 @hookimpl

@@ -69,5 +69,5 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Remove whatever a fixture teardown did not (interrupted sessions)."""
-    for factory in list(session.config.stash.get(factories_key, [])):
+    for factory in list(session.config.stash.get(factories_key, None) or ()):
         factory.close()

@@ -188,6 +188,7 @@ def _close_waiter(holder: list[subprocess.Popen | None]) -> None:
     waiter = holder[0]
     if waiter is None:
         return
+    assert waiter.stdin is not None and waiter.stdout is not None  # both are PIPE
     with contextlib.suppress(OSError):
         waiter.stdin.close()
     try:
@@ -342,6 +343,7 @@ class OciCliContainer:
             self.id,
         )
         self._waiter = self.runtime._take_waiter()
+        assert self._waiter.stdin is not None and self._waiter.stdout is not None
         self._status_fd = self._waiter.stdout.fileno()
         request = {"argv": argv, "stdout": str(self.stdout_path),
                    "stderr": str(self.stderr_path), "pid_file": str(self.pid_file)}  # fmt: skip
@@ -445,7 +447,7 @@ class OciCliContainer:
 
     def _reap_waiter(self) -> None:
         self._status_fd = None
-        if self._waiter is not None:
+        if self._waiter is not None and self._waiter.stdout is not None:
             self._waiter.stdout.close()
             try:
                 self._waiter.wait(timeout=10)

@@ -3,6 +3,10 @@ everything a test started (also when it fails), and clear option errors."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +66,90 @@ def test_unknown_runtime_lists_the_available_ones(pytester: pytest.Pytester) -> 
     result = pytester.runpytest_subprocess("--container-runtime=nope")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*unknown backend 'nope'; available: *native*runc*"])
+
+
+def _wait_for_container(owner: int, timeout: float = 30.0) -> Path:
+    """The state dir of the first container whose owner process is ``owner``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = []
+        for state_dir in Path("/run/ptc").glob("ptc-*"):
+            try:
+                if int((state_dir / "owner").read_text()) == owner:
+                    found.append(state_dir)
+            except (FileNotFoundError, ValueError):
+                pass
+        if found:
+            time.sleep(0.3)  # let the container's process start
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError("no container appeared")
+
+
+def _container_pids(state_dir: Path, timeout: float = 10.0) -> list[int]:
+    """Host pids in the container's cgroup (any hierarchy), once there are some."""
+    cid = state_dir.name
+    root = Path("/sys/fs/cgroup")
+    deadline = time.monotonic() + timeout
+    while True:
+        pids: set[int] = set()
+        for procs in [*root.glob(f"ptc/{cid}/cgroup.procs"),
+                      *root.glob(f"*/ptc/{cid}/cgroup.procs")]:
+            try:
+                pids.update(int(x) for x in procs.read_text().split())
+            except FileNotFoundError:
+                pass
+        if pids or time.monotonic() > deadline:
+            return sorted(pids)
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_interrupted_session_leaves_nothing(pytester: pytest.Pytester, busybox_ref: str,
+                                            tmp_path: Path, how: signal.Signals) -> None:
+    """Ctrl-C tears everything down at once; after ``kill -9`` of pytest no
+    container process outlives it by more than a second, and the next session
+    sweeps the cgroups and state dir."""
+    assert _leftovers() == []
+    pytester.makepyfile(
+        f"""
+        import time
+        def test_long(containers):
+            containers.start({busybox_ref!r}, ["sleep", "300"])
+            time.sleep(300)
+        """
+    )
+    store = f"--container-store={tmp_path / 'store'}"
+    proc = pytester.popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", store],
+                          stdin=subprocess.DEVNULL)
+    try:
+        state_dir = _wait_for_container(proc.pid)
+        pids = _container_pids(state_dir)
+        assert pids and all(_alive(p) for p in pids)
+        sent = time.monotonic()
+        proc.send_signal(how)
+        while any(_alive(p) for p in pids) and time.monotonic() - sent < 5:
+            time.sleep(0.01)
+        gone_after = time.monotonic() - sent
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not any(_alive(p) for p in pids)
+    assert gone_after < 1.0
+    if how == signal.SIGINT:
+        assert _leftovers() == []
+    else:
+        # the next session (any pytest run with the plugin) sweeps what kill -9 left
+        pytester.makepyfile("def test_nothing(): pass")
+        pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+        assert _leftovers() == []
