@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from pytest_containers.runtime.linux import cgroups
 from pytest_containers.runtime.ocicli import OciCliRuntime
 
 from pytest_containers.exceptions import ContainerRuntimeError
@@ -24,26 +25,15 @@ NAMES = ("runc", "crun")
 def _hybrid_v2_controllers() -> tuple[Path, list[str]] | None:
     """On a hybrid host (v1 hierarchies plus a cgroup2 mount that is not
     ``/sys/fs/cgroup`` itself), the cgroup2 mount and the controllers it holds."""
-    v1 = False
-    unified: Path | None = None
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            fields = line.split()
-            try:
-                fstype = fields[fields.index("-") + 1]
-            except (ValueError, IndexError):
-                continue
-            if fstype == "cgroup":
-                v1 = True
-            elif fstype == "cgroup2":
-                unified = Path(fields[4])
-    if not v1 or unified is None:
+    mounted = cgroups.hierarchies()
+    unified = [path for fstype, path in mounted if fstype == "cgroup2"]
+    if not unified or not any(fstype == "cgroup" for fstype, _ in mounted):
         return None
     try:
-        controllers = (unified / "cgroup.controllers").read_text().split()
+        controllers = (unified[0] / "cgroup.controllers").read_text().split()
     except OSError:
         return None
-    return unified, controllers
+    return unified[0], controllers
 
 
 def crun_problem() -> str | None:

@@ -65,9 +65,10 @@ from pytest_containers.exceptions import (
 
 from .linux import cgroups, mounts
 from .spec import cgroups_path, to_config
+from .state import default_state_root
 from .types import ContainerSpec, ExecResult, ExitStatus, Stats
 
-__all__ = ["OciCliContainer", "OciCliRuntime", "default_state_root"]
+__all__ = ["OciCliContainer", "OciCliRuntime"]
 
 #: The waiting process: argv = [status_fd, pid_file, *create_argv]. Writes
 #: ``C <wait status of create>\n`` then ``X <wait status of the init>\n`` (or
@@ -127,47 +128,6 @@ _GONE = re.compile(
     r"|process already finished|not exist",
     re.IGNORECASE,
 )
-
-
-def default_state_root() -> Path:
-    """``/run/ptc`` for root, else ``$XDG_RUNTIME_DIR/ptc`` (or ``/tmp/ptc-<uid>``)."""
-    if os.geteuid() == 0:
-        return Path("/run/ptc")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(xdg) / "ptc" if xdg else Path(f"/tmp/ptc-{os.geteuid()}")
-
-
-def _cgroup_mounts() -> list[Path]:
-    """Mount points of every cgroup and cgroup2 hierarchy (``/proc/self/mountinfo``)."""
-    out = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            fields = line.split()
-            try:
-                fstype = fields[fields.index("-") + 1]
-            except (ValueError, IndexError):
-                continue
-            if fstype in ("cgroup", "cgroup2"):
-                out.append(Path(fields[4].replace("\\040", " ")))
-    return out
-
-
-def _remove_cgroup_dirs(container_id: str) -> None:
-    """rmdir ``ptc/<id>`` in every mounted hierarchy (runc also makes it in the
-    ``name=systemd`` and hybrid ``unified`` ones), then ``ptc`` if it is empty.
-    Missing is fine; a busy leaf is retried briefly, then ``CgroupError``."""
-    rel = cgroups_path(container_id).strip("/")
-    for mount in _cgroup_mounts():
-        leaf = mount / rel
-        if leaf.is_dir():
-            cgroups._rmdir(leaf)
-        cgroups._rmdir_parent(leaf.parent)
-
-
-def _is_mounted(path: Path) -> bool:
-    target = str(path)
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-        return any(line.split()[4] == target for line in f)
 
 
 def _spawn_waiter() -> subprocess.Popen:
@@ -638,16 +598,16 @@ class OciCliContainer:
                 with contextlib.suppress(TimeoutError, ContainerRuntimeError):
                     self.wait(timeout=10)
                 self._reap_waiter()
-            if _is_mounted(self.rootfs):
+            if mounts.is_mounted(self.rootfs):
                 mounts.unmount(self.rootfs)
             try:
                 cg = cgroups.open_cgroup(self._cgroup_path)
                 if cg.pids():
                     cg.kill_all()
-                _remove_cgroup_dirs(self.id)
+                cgroups.remove_everywhere(self._cgroup_path)
             except OSError as exc:
                 errors.append(str(exc))
-            if self.state_dir.exists() and not _is_mounted(self.rootfs):
+            if self.state_dir.exists() and not mounts.is_mounted(self.rootfs):
                 shutil.rmtree(self.state_dir, ignore_errors=True)
             self._deleted = True
             if errors:

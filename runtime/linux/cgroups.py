@@ -22,6 +22,7 @@ from typing import Literal
 
 from ..types import Resources, Stats
 from . import syscalls
+from .mounts import mountinfo
 
 __all__ = [
     "CGROUP2_SUPER_MAGIC",
@@ -30,7 +31,9 @@ __all__ = [
     "V1_CONTROLLERS",
     "V2_CONTROLLERS",
     "detect",
+    "hierarchies",
     "open_cgroup",
+    "remove_everywhere",
 ]
 
 CGROUP2_SUPER_MAGIC = 0x63677270
@@ -173,6 +176,27 @@ def _rmdir_parent(path: Path) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY, errno.ENOENT, errno.EEXIST):
             raise
+
+
+def hierarchies() -> list[tuple[str, Path]]:
+    """Every mounted cgroup hierarchy as ``(fstype, mount point)``; fstype is
+    ``cgroup`` (v1, named ones such as ``name=systemd`` included) or ``cgroup2``."""
+    return [(m.fstype, Path(m.mount_point)) for m in mountinfo()
+            if m.fstype in ("cgroup", "cgroup2")]
+
+
+def remove_everywhere(path: str) -> None:
+    """rmdir ``path`` (``/ptc/<id>``) in every mounted hierarchy — runc also makes it
+    in ``name=systemd`` and a hybrid host's ``unified`` — then each empty parent
+    up to (not including) the hierarchy root. Missing is fine; a busy leaf is
+    retried briefly, then ``CgroupError``."""
+    rel = path.strip("/")
+    for _, mount in hierarchies():
+        leaf = mount / rel
+        if leaf.is_dir():
+            _rmdir(leaf)
+        for parent in list(leaf.relative_to(mount).parents)[:-1]:
+            _rmdir_parent(mount / parent)
 
 
 def _kill_until_empty(read_pids, timeout: float = 5.0) -> None:

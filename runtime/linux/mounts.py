@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,40 @@ from pathlib import Path
 from typing import Any
 
 from . import syscalls as sc
+
+
+@dataclass(frozen=True)
+class MountInfo:
+    """One line of ``/proc/self/mountinfo`` (kernel ``Documentation/filesystems/proc.rst``
+    3.5): ``mount_point`` (octal escapes such as ``\\040`` decoded), ``fstype``, ``source``."""
+
+    mount_point: str
+    fstype: str
+    source: str
+
+
+def _unescape(field_: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_)
+
+
+def mountinfo() -> list[MountInfo]:
+    """The mounts of this process's mount namespace, in mount order."""
+    out = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            try:
+                sep = fields.index("-")
+                out.append(MountInfo(_unescape(fields[4]), fields[sep + 1], fields[sep + 2]))
+            except (ValueError, IndexError):
+                continue
+    return out
+
+
+def is_mounted(path: Path | str) -> bool:
+    """Whether ``path`` is a mount point in this mount namespace."""
+    target = str(path)
+    return any(m.mount_point == target for m in mountinfo())
 
 __all__ = [
     "DEFAULT_DEVICES",

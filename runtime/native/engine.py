@@ -46,6 +46,7 @@ from ..linux import syscalls as sc
 from ..linux.cgroups import CgroupV1, CgroupV2, open_cgroup
 from ..linux.mounts import overlay_options, plan_rootfs
 from ..spec import to_config
+from ..state import default_state_root
 from ..types import ContainerSpec, ExecResult, ExitStatus, Stats
 from . import child
 from .pipes import LinePipe as _LinePipe
@@ -54,7 +55,7 @@ from .pipes import read_all as _read_all
 from .statedir import remove_state_dir as _remove_state_dir
 from .statedir import write_file as _write_file
 
-__all__ = ["NativeContainer", "NativeRuntime", "default_state_root"]
+__all__ = ["NativeContainer", "NativeRuntime"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: seconds a container may take from fork to exec before ``start`` gives up
@@ -69,14 +70,6 @@ _NS_FLAGS = {
 _RLIMITS = {f"RLIMIT_{n}": getattr(resource, f"RLIMIT_{n}") for n in (
     "AS", "CORE", "CPU", "DATA", "FSIZE", "LOCKS", "MEMLOCK", "MSGQUEUE", "NICE", "NOFILE",
     "NPROC", "RSS", "RTPRIO", "RTTIME", "SIGPENDING", "STACK") if hasattr(resource, f"RLIMIT_{n}")}
-
-
-def default_state_root() -> Path:
-    """``/run/ptc`` for root, else ``$XDG_RUNTIME_DIR/ptc`` (``/tmp/ptc-<uid>`` without it)."""
-    if os.geteuid() == 0:
-        return Path("/run/ptc")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(xdg) / "ptc" if xdg else Path(f"/tmp/ptc-{os.getuid()}")
 
 
 def _parse_error(data: bytes) -> tuple[str, int, str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..linux.cgroups import DEFAULT_ROOT, open_cgroup
 from ..spec import cgroups_path
+from ..state import default_state_root
 
 __all__ = ["owner_alive", "sweep"]
 
@@ -34,15 +35,13 @@ def owner_alive(state_dir: Path) -> bool | None:
 
 
 def sweep(state_root: Path | None = None, *, cgroup_root: Path | None = None) -> list[str]:
-    """Remove every container under ``state_root`` (default: the engine's
+    """Remove every container under ``state_root`` (default:
     ``default_state_root()``) whose owner process is dead: SIGKILL what is left in
     its cgroup, remove the cgroup ``ptc/<id>`` and the state dir.
 
     Returns the swept ids, sorted. Dirs without an ``owner`` file are left alone.
     """
     if state_root is None:
-        from .engine import default_state_root
-
         state_root = default_state_root()
     swept: list[str] = []
     try:
