@@ -4,14 +4,20 @@ Implemented here: ``image pull REF``, ``image ls``, and
 ``run [--memory SIZE] [--cpus N] [--pids-limit N] [--runtime NAME] [-e K=V]
 [-w DIR] [-u USER] IMAGE [COMMAND...]``. ``run`` exits with the container's
 exit code (128+N when killed by signal N) and prints a line on stderr when
-the kernel OOM-killed it. Errors print ``pytest-containers: error: ...`` and
-exit 125, like ``docker run``'s own failures; a command that is not in the image exits 127.
+the kernel OOM-killed a process of it. Errors print ``pytest-containers:
+error: ...`` and exit 125, like ``docker run``'s own failures; a command that
+is not in the image exits 127, one that cannot be executed 126 (docker's
+codes). Ctrl-C and SIGTERM remove the container and exit 130 and 143; a
+closed stdout (``... | head``) kills the container and exits 141 (SIGPIPE).
+Every ``run`` first sweeps containers whose owner process is dead.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -23,9 +29,21 @@ from .containers import ContainerHandle, Containers
 from .exceptions import CommandNotFoundError, ContainersError
 from .image.store import Store
 from .images import Images, default_root
+from .runtime.native.sweep import sweep
 
 EXIT_ERROR = 125
+EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
+EXIT_SIGPIPE = 128 + signal.SIGPIPE
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+class _Terminated(KeyboardInterrupt):
+    """Raised by the SIGTERM handler so that ``run`` tears down as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,13 +86,24 @@ def _copy_new(src: BinaryIO, dst: BinaryIO) -> None:
 
 
 def _follow(handle: ContainerHandle, out: BinaryIO, err: BinaryIO) -> int:
-    """Relay the container's stdout and stderr while it runs; return its exit code."""
+    """Relay the container's stdout and stderr while it runs; return its exit code.
+
+    When our stdout or stderr is closed (``| head``), the container is killed, as
+    SIGPIPE would end a process writing to that pipe, and 141 is returned."""
     paths = (handle.stdout_path, handle.stderr_path)
     with open(paths[0], "rb") as fo, open(paths[1], "rb") as fe:
         while True:
             status = handle.poll()
-            _copy_new(fo, out)
-            _copy_new(fe, err)
+            try:
+                _copy_new(fo, out)
+                _copy_new(fe, err)
+            except BrokenPipeError:
+                handle.kill()
+                # keep the interpreter's own flush at exit from failing again
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+                return EXIT_SIGPIPE
             if status is not None:
                 break
             time.sleep(0.02)
@@ -103,10 +132,11 @@ def _run(args: argparse.Namespace, images: Images) -> int:
         code = _follow(handle, sys.stdout.buffer, sys.stderr.buffer)
         status = handle.wait()
         if status.oom_killed:
-            peak = handle.stats().memory_peak_bytes
+            stats = handle.stats()
             print(
-                f"pytest-containers: container {handle.id} was OOM-killed by the kernel"
-                f" (peak memory {peak} bytes, limit {args.memory})",
+                f"pytest-containers: the kernel OOM-killed a process of container {handle.id}"
+                f" ({stats.oom_kills} OOM kill(s), peak memory {stats.memory_peak_bytes} bytes,"
+                f" limit {args.memory})",
                 file=sys.stderr,
             )
         return code
@@ -125,10 +155,20 @@ def _image_ls(store: Store) -> int:
     return 0
 
 
+def _error(exc: BaseException) -> None:
+    print(f"pytest-containers: error: {exc}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pytest-containers``; returns the process exit code."""
     args = _parser().parse_args(argv)
-    store = Store(args.store or default_root())
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        store = Store(args.store or default_root())
+    except ValueError as exc:
+        _error(exc)
+        return EXIT_ERROR
     try:
         if args.command == "image" and args.image_command == "pull":
             image = Images(store, policy="always").pull(args.reference)
@@ -144,13 +184,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return EXIT_ERROR
+            sweep()
             return _run(args, Images(store, policy=args.pull))
     except CommandNotFoundError as exc:
-        print(f"pytest-containers: error: {exc}", file=sys.stderr)
+        _error(exc)
         return EXIT_NOT_FOUND
     except ContainersError as exc:
-        print(f"pytest-containers: error: {exc}", file=sys.stderr)
+        _error(exc)
+        if getattr(exc, "errno", None) == errno.EACCES:
+            return EXIT_NOT_EXECUTABLE
         return EXIT_ERROR
+    except _Terminated:
+        return EXIT_SIGTERM
     except KeyboardInterrupt:
         return 130
     return EXIT_ERROR

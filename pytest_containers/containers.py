@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from .convert import container_spec
+from .exceptions import ContainerTimeoutError, InvalidOptionError
 from .images import Images
 from .runtime import Container, ExecResult, ExitStatus, Mount, Resources, Runtime, Stats
 from .runtime.types import NetworkMode
@@ -48,6 +49,21 @@ class RunResult:
     def ok(self) -> bool:
         """True when the exit code is 0."""
         return self.exit_code == 0
+
+
+def signal_number(signal: int | str) -> int:
+    """``9``, ``"KILL"``, ``"SIGKILL"`` and ``"9"`` -> 9 (``signal(7)`` names)."""
+    if isinstance(signal, int):
+        return int(signal)
+    text = str(signal).strip().upper()
+    if text.isdigit():
+        return int(text)
+    name = text if text.startswith("SIG") else "SIG" + text
+    try:
+        return int(_signal.Signals[name])
+    except KeyError:
+        raise InvalidOptionError(f"unknown signal {signal!r}", option="signal",
+                                 value=signal) from None
 
 
 def _read(path: Path) -> bytes:
@@ -130,10 +146,12 @@ class ContainerHandle:
             self._status = self._container.wait(timeout)
         return self._status
 
-    def kill(self, signal: int = _signal.SIGKILL) -> None:
-        """Send ``signal`` (a number) to the container's PID 1."""
+    def kill(self, signal: int | str = _signal.SIGKILL) -> None:
+        """Send ``signal`` to the container's PID 1: a number, or a name with or
+        without ``SIG`` (``"TERM"``, ``"SIGTERM"``). Raises ``InvalidOptionError``
+        for an unknown name."""
         if self.poll() is None:
-            self._container.kill(int(signal))
+            self._container.kill(signal_number(signal))
 
     def stop(self, timeout: float = 10.0) -> ExitStatus:
         """SIGTERM, then SIGKILL after ``timeout`` seconds, like ``docker stop``.
@@ -235,14 +253,21 @@ class Containers:
         timeout: float | None = 300.0,
         **options: object,
     ) -> RunResult:
-        """Run ``image`` to completion (``timeout`` seconds, then killed and
-        ``TimeoutError`` raised) and remove it. Options as for :meth:`start`."""
+        """Run ``image`` to completion and remove it. Options as for :meth:`start`.
+
+        After ``timeout`` seconds the container is killed and removed and
+        ``ContainerTimeoutError`` (a ``TimeoutError``) raised, carrying the
+        output until then in its ``stdout`` and ``stderr`` fields."""
         handle = self.start(image, command, **options)  # type: ignore[arg-type]
         try:
             status = handle.wait(timeout)
         except TimeoutError:
             handle.remove()
-            raise
+            raise ContainerTimeoutError(
+                f"container {handle.id} ({image} {list(handle.args)!r}) still running after "
+                f"{timeout} s; killed", container_id=handle.id, timeout=timeout,
+                stdout=handle.logs("stdout"), stderr=handle.logs("stderr"),
+            ) from None
         handle.remove()
         stats = handle.stats()
         return RunResult(

@@ -55,6 +55,21 @@ def _lookup(layers: Sequence[Path], relpath: str, name: str, field: int) -> int 
     return None
 
 
+def home_of(uid: int, layers: Sequence[Path]) -> str:
+    """``HOME`` for ``uid`` as docker sets it: the home column of the image's
+    ``/etc/passwd`` entry, else ``/root`` for uid 0 and ``/`` otherwise."""
+    for layer in reversed(layers):
+        path = layer / "etc/passwd"
+        if path.is_symlink() or not path.is_file():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            parts = line.split(":")
+            if len(parts) > 5 and parts[2] == str(uid) and parts[5]:
+                return parts[5]
+        break
+    return "/root" if uid == 0 else "/"
+
+
 def resolve_user(user: str | int | None, layers: Sequence[Path]) -> tuple[int, int]:
     """``uid``/``gid`` for a docker ``--user``: ``""``, ``"1000"``, ``"1000:1000"``,
     ``"name"``, ``"name:group"``. Names are read from the image's own
@@ -106,6 +121,7 @@ def container_spec(
     ``ImageConfig``: ``entrypoint``, ``cmd``, ``env``, ``working_dir``, ``user``)
     with ``layers`` (snapshot dirs, base first).
 
+    ``HOME`` is set as docker sets it when neither the image nor ``env`` does.
     Raises ``ContainerStartError`` when neither the image nor the caller gives a command.
     """
     cfg_entry = list(getattr(image_config, "entrypoint", None) or [])
@@ -122,10 +138,13 @@ def container_spec(
     uid, gid = resolve_user(
         user if user is not None else getattr(image_config, "user", None), layers
     )
+    merged_env = merge_env(list(getattr(image_config, "env", None) or []), env)
+    if not any(e.startswith("HOME=") for e in merged_env):
+        merged_env += (f"HOME={home_of(uid, layers)}",)
     return ContainerSpec(
         args=tuple(args),
         layers=tuple(Path(p) for p in layers),
-        env=merge_env(list(getattr(image_config, "env", None) or []), env),
+        env=merged_env,
         cwd=workdir or getattr(image_config, "working_dir", None) or "/",
         uid=uid,
         gid=gid,

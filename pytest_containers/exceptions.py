@@ -4,6 +4,7 @@
 
     ContainersError (Exception)
     ├── InvalidReferenceError (ValueError)       a malformed image reference
+    ├── InvalidOptionError (ValueError)          a bad option value (memory, cpus, pids...)
     ├── RegistryError                            talking to a registry failed
     │   ├── RegistryUnavailableError (ConnectionError)   down, refused, timed out
     │   ├── AuthenticationError (PermissionError)        401/403, token flow failed
@@ -18,6 +19,7 @@
         ├── BackendNotFoundError (LookupError)   unknown --container-runtime name
         ├── CommandNotFoundError (FileNotFoundError)  the command is not in the image
         ├── ContainerStartError                  create/start failed; nothing left behind
+        ├── ContainerTimeoutError (TimeoutError) still running after the timeout; killed
         └── CgroupError (OSError)                a cgroup could not be made or written
 
 Every exception carries structured fields (``reference``, ``digest``,
@@ -58,6 +60,10 @@ def _rebuild(cls: type[ContainersError], message: str, fields: dict[str, Any]) -
 
 class InvalidReferenceError(ContainersError, ValueError):
     """A malformed image reference. Fields: ``reference``."""
+
+
+class InvalidOptionError(ContainersError, ValueError):
+    """A bad option value. Fields: ``option`` (its name), ``value``."""
 
 
 class RegistryError(ContainersError):
@@ -123,6 +129,13 @@ class ContainerStartError(ContainerRuntimeError):
 
     Fields: ``container_id``, ``argv``, ``stderr``.
     """
+
+
+class ContainerTimeoutError(ContainerRuntimeError, TimeoutError):
+    """A container ran past its ``timeout`` and was killed and removed.
+
+    Fields: ``container_id``, ``timeout`` (seconds), ``stdout``, ``stderr`` (its
+    output until then, decoded)."""
 
 
 class CgroupError(ContainerRuntimeError, OSError):

@@ -1,16 +1,21 @@
 """pytest plugin of pytest-containers (entry point ``pytest11: containers``).
 
-In pytest's ``tmpdir.py`` order: options, configure, session start (sweep
-what dead sessions left), the fixtures (in :mod:`pytest_containers.fixtures`),
-session finish (tear down anything still running).
+In pytest's ``tmpdir.py`` order: options, configure (option checks; SIGTERM
+made to tear down like Ctrl-C), session start (sweep what dead sessions
+left), the fixtures (in :mod:`pytest_containers.fixtures`), session finish
+(tear down anything still running).
 """
 
 from __future__ import annotations
+
+import signal
+import threading
 
 import pytest
 
 from ._pluginmanager import runtime_names
 from .fixtures import container_runtime, containers, factories_key, images
+from .image.store import Store
 
 __all__ = ["container_runtime", "containers", "images"]
 
@@ -44,11 +49,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "container(image, **options): run the test with a container of IMAGE "
-        "as the `container` fixture",
-    )
+    _terminate_like_interrupt(config)
+    store = config.getoption("container_store") or config.getini("container_store")
+    if store:
+        try:
+            Store(store)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--container-store: {exc}") from None
     if not config.pluginmanager.has_plugin("pytest_containers.plugins.registry"):
         config.pluginmanager.import_plugin("pytest_containers.plugins.registry")
     name = config.getoption("container_runtime") or config.getini("container_runtime")
@@ -60,9 +67,29 @@ def pytest_configure(config: pytest.Config) -> None:
             )
 
 
+def _terminate_like_interrupt(config: pytest.Config) -> None:
+    """SIGTERM (what ``timeout`` and CI runners send) tears down like Ctrl-C: it
+    raises ``KeyboardInterrupt``, so fixtures remove their containers before
+    pytest exits. Only when SIGTERM still has its default action, and only in
+    the main thread; the old handler is restored at unconfigure."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    config.add_cleanup(restore)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Sweep containers, cgroups and state dirs whose owner process is dead."""
-    from .runtime.native.sweep import sweep
+    from .runtime.sweep import sweep
 
     sweep()
 

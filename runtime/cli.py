@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -45,11 +46,22 @@ def _relay(src: Path, offset: int, dst: int) -> int:
     return offset + len(data)
 
 
+#: container ids as runc accepts them
+_ID = re.compile(r"^[\w+.-]+$")
+
+
 def _run(args: argparse.Namespace) -> int:
+    if not _ID.match(args.container_id) or args.container_id in (".", ".."):
+        print(f"ptc-runtime: error: invalid container id {args.container_id!r}: use letters, "
+              "digits and _ + . -", file=sys.stderr)
+        return 1
     bundle = os.path.abspath(args.bundle)
     try:
         config = json.loads((Path(bundle) / "config.json").read_text())
         spec = from_config(config, bundle=bundle)
+        for layer in spec.layers:
+            if not layer.is_dir():
+                raise ValueError(f"root.path {layer} is not a directory")
     except (OSError, ValueError) as exc:
         print(f"ptc-runtime: error: bundle {bundle}: {exc}", file=sys.stderr)
         return 1

@@ -7,10 +7,13 @@ These are the runtime-spec's nouns (runtime-spec ``config.md``): a
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from pytest_containers.exceptions import InvalidOptionError
 
 NetworkMode = Literal["none", "host"]
 
@@ -31,35 +34,57 @@ class Resources:
 
     @classmethod
     def from_options(
-        cls, *, memory: int | str | None = None, cpus: float | None = None, pids: int | None = None
+        cls, *, memory: int | str | None = None, cpus: float | str | None = None,
+        pids: int | None = None,
     ) -> Resources:
-        """Build from docker-style options: ``memory`` bytes or ``"64m"``, ``cpus`` as a
-        float count of CPUs (``0.5`` is 50 ms per 100 ms), ``pids`` a count.
+        """Build from docker-style options: ``memory`` bytes or ``"64m"`` (at least
+        6 MiB, docker's minimum: below that not even a shell starts), ``cpus`` a
+        positive number of CPUs (``0.5`` is 50 ms per 100 ms period), ``pids`` a
+        positive count.
 
-        Raises ``ValueError`` naming the option for a bad value.
+        Raises ``InvalidOptionError`` (a ``ValueError``) naming the option and value.
         """
-        mem = parse_size(memory) if memory is not None else None
+        mem = None
+        if memory is not None:
+            mem = parse_size(memory)
+            if mem < MIN_MEMORY_BYTES:
+                raise InvalidOptionError(
+                    f"memory {memory!r} is below the minimum of 6 MiB", option="memory",
+                    value=memory)
         quota = None
         if cpus is not None:
-            if not cpus > 0:
-                raise ValueError(f"cpus must be a positive number of CPUs, got {cpus!r}")
-            quota = max(1000, int(round(cpus * 100_000)))
-        if pids is not None and (not isinstance(pids, int) or pids < 1):
-            raise ValueError(f"pids must be a positive integer, got {pids!r}")
+            try:
+                count = float(cpus)
+            except (TypeError, ValueError):
+                count = math.nan
+            if not (math.isfinite(count) and count > 0):
+                raise InvalidOptionError(
+                    f"cpus must be a positive number of CPUs, got {cpus!r}", option="cpus",
+                    value=cpus)
+            quota = max(1000, int(round(count * 100_000)))
+        if pids is not None and (isinstance(pids, bool) or not isinstance(pids, int) or pids < 1):
+            raise InvalidOptionError(f"pids must be a positive integer, got {pids!r}",
+                                     option="pids", value=pids)
         return cls(memory_max_bytes=mem, cpu_quota_us=quota, pids_max=pids)
 
 
+#: docker's minimum memory limit
+MIN_MEMORY_BYTES = 6 * 1024 * 1024
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_size(value: int | str) -> int:
     """Parse a docker-style size (``1048576``, ``"512k"``, ``"64m"``, ``"1g"``,
-    also ``"64MiB"``/``"64mb"``) into bytes. Raises ``ValueError`` naming the value."""
-    if isinstance(value, bool):
-        raise ValueError(f"memory size must be bytes or a string like '64m', got {value!r}")
+    also ``"64MiB"``/``"64mb"``) into bytes. Raises ``InvalidOptionError`` (a
+    ``ValueError``) naming the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InvalidOptionError(
+            f"invalid memory size {value!r}: use bytes or a string like '64m'",
+            option="memory", value=value)
     if isinstance(value, int):
         if value <= 0:
-            raise ValueError(f"memory size must be positive, got {value!r}")
+            raise InvalidOptionError(f"invalid memory size {value!r}: must be positive",
+                                     option="memory", value=value)
         return value
     text = str(value).strip().lower()
     for suffix in ("ib", "b"):
@@ -73,8 +98,10 @@ def parse_size(value: int | str) -> int:
         amount = float(number)
     except ValueError:
         amount = -1.0
-    if unit not in _UNITS or amount <= 0:
-        raise ValueError(f"invalid memory size {value!r}: use bytes or a number with k, m, g")
+    if unit not in _UNITS or not (math.isfinite(amount) and amount > 0):
+        raise InvalidOptionError(
+            f"invalid memory size {value!r}: use bytes or a number with k, m, g",
+            option="memory", value=value)
     return int(amount * _UNITS[unit])
 
 

@@ -17,7 +17,8 @@ Reference names: each ``index.json`` entry carries the annotation
 ``ref.name`` grammar (``:``, ``@``, ``/`` are allowed separators), and both
 ``skopeo inspect oci:<root>/oci:<ref>`` and ``umoci stat --image
 <root>/oci:<ref>`` address it verbatim, because both split ``PATH:REF`` at
-the first colon. Consequence: ``root`` must not contain a colon.
+the first colon. Consequence: ``root`` must not contain a colon; nor a comma
+or backslash, since snapshots become overlayfs ``lowerdir`` options.
 """
 
 from __future__ import annotations
@@ -108,8 +109,13 @@ class Store:
 
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
-        if ":" in str(self.root):
-            raise ValueError(f"store root {self.root} must not contain ':' (skopeo oci: syntax)")
+        bad = sorted({c for c in str(self.root) if c in ":,\\"})
+        if bad:
+            raise ValueError(
+                f"store root {self.root} must not contain {' or '.join(map(repr, bad))}: "
+                "':' separates path and reference for skopeo and umoci (oci:PATH:REF), "
+                "and ',' ':' '\\' separate overlay mount options (snapshots are lowerdirs)"
+            )
         self.layout = self.root / "oci"
         self.blobs_dir = self.layout / "blobs" / "sha256"
         self.snapshots_dir = self.root / "snapshots"

@@ -3,6 +3,7 @@ limits, exit codes passed through, the OOM line, clear errors (exit 125)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,10 @@ def test_run_reports_an_oom_kill(pulled: str, store_dir: Path) -> None:
         (("image", "pull", "127.0.0.1:1/nothing:here"), "127.0.0.1:1"),
         (("run", "--pull", "never", "127.0.0.1:1/absent:1"), "is not in the store"),
         (("run", "--runtime", "nope", "x"), "unknown runtime 'nope'"),
+        (("run", "--memory", "abc", "x"), "invalid memory size 'abc'"),
+        (("run", "--memory", "1k", "x"), "below the minimum of 6 MiB"),
+        (("run", "--pids-limit", "0", "x"), "pids must be a positive integer"),
+        (("run", "--cpus", "-1", "x"), "cpus must be a positive number"),
     ],
 )
 def test_errors_are_clear_and_exit_125(store_dir: Path, args: tuple[str, ...],
@@ -74,3 +79,58 @@ def test_command_not_in_image_exits_127_like_docker(pulled: str, store_dir: Path
     proc = cli(store_dir, "run", "--pull", "never", pulled, "no-such-command")
     assert proc.returncode == 127
     assert "no-such-command" in proc.stderr
+
+
+def test_command_that_cannot_be_executed_exits_126(pulled: str, store_dir: Path) -> None:
+    proc = cli(store_dir, "run", "--pull", "never", pulled, "/etc/passwd")
+    assert proc.returncode == 126, proc.stderr
+    assert "/etc/passwd" in proc.stderr
+
+
+def test_store_path_with_a_comma_is_refused(tmp_path: Path) -> None:
+    proc = cli(tmp_path / "a,b", "image", "ls")
+    assert proc.returncode == 125
+    assert "must not contain ','" in proc.stderr
+
+
+def _run_in_background(store: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest_containers.cli", "--store", str(store), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def _own_state_dirs(owner: int) -> list[Path]:
+    root = Path("/run/ptc")
+    found = []
+    for state_dir in root.glob("ptc-*") if root.exists() else []:
+        try:
+            if int((state_dir / "owner").read_text()) == owner:
+                found.append(state_dir)
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def test_sigterm_removes_the_container_and_exits_143(pulled: str, store_dir: Path) -> None:
+    proc = _run_in_background(store_dir, "run", "--pull", "never", pulled, "sh", "-c",
+                              "echo started; sleep 300")
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"started\n"
+    [state_dir] = _own_state_dirs(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert not state_dir.exists()
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/ptc/{state_dir.name}"))
+
+
+def test_closed_stdout_kills_the_container_and_exits_141(pulled: str, store_dir: Path) -> None:
+    cmd = (f"{sys.executable} -m pytest_containers.cli --store {store_dir} run --pull never "
+           f"{pulled} yes | head -2")
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.stdout == "y\ny\n"
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not [p for p in Path("/run/ptc").glob("ptc-*") if (p / "owner").exists()
+                and not Path(f"/proc/{(p / 'owner').read_text().strip()}").exists()]

@@ -9,7 +9,7 @@ import pytest
 from pytest_containers.runtime import Resources
 
 from pytest_containers.convert import command_args, container_spec, merge_env, resolve_user
-from pytest_containers.exceptions import ContainerStartError
+from pytest_containers.exceptions import ContainerStartError, InvalidOptionError
 
 
 @dataclass
@@ -82,14 +82,8 @@ def test_upper_layer_passwd_wins(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [
-        ("64m", 64 << 20),
-        ("1g", 1 << 30),
-        ("512k", 512 << 10),
-        ("64MiB", 64 << 20),
-        (4096, 4096),
-        ("100", 100),
-    ],
+    [("64m", 64 << 20), ("1g", 1 << 30), ("8192k", 8192 << 10), ("64MiB", 64 << 20),
+     (8 << 20, 8 << 20), ("7000000", 7_000_000)],
 )
 def test_memory_sizes(text, size):
     assert Resources.from_options(memory=text).memory_max_bytes == size
@@ -106,3 +100,33 @@ def test_cpus_become_cfs_quota():
     assert (r.cpu_quota_us, r.cpu_period_us) == (50_000, 100_000)
     with pytest.raises(ValueError, match="cpus"):
         Resources.from_options(cpus=0)
+
+
+@pytest.mark.parametrize("bad", ["1k", 1, "5m"])
+def test_memory_below_docker_minimum_is_refused(bad):
+    with pytest.raises(InvalidOptionError, match="minimum of 6 MiB") as info:
+        Resources.from_options(memory=bad)
+    assert (info.value.option, info.value.value) == ("memory", bad)
+
+
+@pytest.mark.parametrize(("option", "value"), [("cpus", -1), ("cpus", "x"), ("cpus", float("inf")),
+                                               ("pids", 0), ("pids", "16"), ("pids", True)])
+def test_bad_cpus_and_pids_name_the_option(option, value):
+    with pytest.raises(InvalidOptionError, match=option) as info:
+        Resources.from_options(**{option: value})
+    assert isinstance(info.value, ValueError)
+    assert info.value.option == option
+
+
+def test_cpus_may_be_given_as_a_string():
+    assert Resources.from_options(cpus="0.25").cpu_quota_us == 25_000
+
+
+def test_home_is_set_like_docker(tmp_path: Path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nweb:x:33:33::/srv/web:/bin/sh\n")
+    env = spec(Config(cmd=["x"]), layers=[tmp_path], user="web").env
+    assert "HOME=/srv/web" in env
+    assert "HOME=/root" in spec(Config(cmd=["x"]), layers=[tmp_path]).env
+    assert "HOME=/" in spec(Config(cmd=["x"]), layers=[tmp_path], user="4242").env
+    assert "HOME=/h" in spec(Config(cmd=["x"]), layers=[tmp_path], env={"HOME": "/h"}).env
