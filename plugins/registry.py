@@ -6,19 +6,29 @@ enabled, and either no auth or token auth (``auth.token``, distribution
 ``docs/spec/auth/token.md``) against a token server such as
 :class:`pytest_containers.plugins.token_server.TokenServer`; :func:`registry`
 is the session fixture around it (no auth).
+
+Nothing outlives the process that started the registry: ``docker-registry``
+runs with ``PR_SET_PDEATHSIG(SIGKILL)`` (set by a tiny exec wrapper,
+:data:`_DEATHSIG_EXEC`, not a ``preexec_fn``), so ``kill -9`` of pytest kills it,
+and in its own process group, so a terminal's ^C reaches only pytest, whose
+teardown stops it. Its temp dir ``ptc-registry-*`` names its ``owner`` (that
+process's pid); :func:`sweep_workdirs` removes those of dead owners.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 import pytest
+from pytest_containers.runtime.sweep import owner_alive
 
 from pytest_containers import _retry
 from pytest_containers.exceptions import RegistryError
@@ -28,6 +38,22 @@ REGISTRY_BINARY = "/usr/bin/docker-registry"
 #: Seconds to wait for the registry to answer ``/v2/``, and to exit on stop.
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
+#: prefix of the registry's temp dir (in ``tempfile.gettempdir()``)
+WORKDIR_PREFIX = "ptc-registry-"
+
+#: ``python -I -S -c _DEATHSIG_EXEC OWNER_PID BINARY ARGS...``: set
+#: ``PR_SET_PDEATHSIG(SIGKILL)``, make sure the parent is still ``OWNER_PID`` (it
+#: may have died before the prctl), exec ``BINARY ARGS...`` (the setting survives
+#: ``execve`` of a binary that is not set-uid and has no file capabilities). The
+#: signal follows the death of the *thread* that spawned it: start the registry
+#: from a thread that lives as long as it should (pytest's main thread does).
+_DEATHSIG_EXEC = r"""
+import ctypes, os, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 _CONFIG = """\
 version: 0.1
@@ -72,6 +98,11 @@ class TokenAuthority(Protocol):
     root_cert_path: Path
 
 
+def _deathsig_argv() -> list[str]:
+    """The :data:`_DEATHSIG_EXEC` prefix of an argv, owned by this process."""
+    return [sys.executable, "-I", "-S", "-c", _DEATHSIG_EXEC, str(os.getpid())]
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -99,7 +130,8 @@ class RegistryServer:
         self.binary = binary
         self.allow_schema1 = allow_schema1
         self.token_server = token_server
-        self.workdir = Path(tempfile.mkdtemp(prefix="ptc-registry-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (self.workdir / "owner").write_text(f"{os.getpid()}\n")
         self.storage = self.workdir / "storage"
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
@@ -135,10 +167,11 @@ class RegistryServer:
         config.write_text(text)
         with self._log.open("wb") as log:
             self._process = subprocess.Popen(
-                [self.binary, "serve", str(config)],
+                [*_deathsig_argv(), self.binary, "serve", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                process_group=0,  # a terminal's ^C is for pytest, whose teardown stops it
             )
 
         def ready() -> bool:
@@ -216,6 +249,19 @@ class RegistryServer:
         self.stop()
 
 
+def sweep_workdirs(tmpdir: Path | None = None) -> list[Path]:
+    """Remove the ``ptc-registry-*`` dirs in ``tmpdir`` (default
+    ``tempfile.gettempdir()``) whose ``owner`` process is dead (their registry died
+    with it); dirs without an owner, or with a live one, are left alone. Returns the
+    removed dirs, sorted."""
+    removed = []
+    for workdir in sorted(Path(tmpdir or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*")):
+        if owner_alive(workdir) is False:
+            shutil.rmtree(workdir, ignore_errors=True)
+            removed.append(workdir)
+    return removed
+
+
 @pytest.fixture(scope="session")
 def registry() -> Iterator[RegistryServer]:
     """A running local distribution registry, shared by the whole session.
@@ -224,10 +270,12 @@ def registry() -> Iterator[RegistryServer]:
     skipped when it is missing). Yields: a started :class:`RegistryServer`
     (``.host`` is ``127.0.0.1:PORT``, plain HTTP, no auth, deletes enabled).
     Cleanup: terminates the process (kill after 5 s), reaps it and removes its
-    storage directory; nothing is left running.
+    storage directory; nothing is left running, and if pytest is killed the
+    registry dies with it (its directory goes at the next session's start).
     """
     if not Path(REGISTRY_BINARY).exists():
         pytest.skip(f"{REGISTRY_BINARY} is not installed")
+    sweep_workdirs()
     server = RegistryServer().start()
     try:
         yield server

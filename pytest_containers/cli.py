@@ -29,7 +29,7 @@ from .containers import ContainerHandle, Containers
 from .exceptions import CommandNotFoundError, ContainersError
 from .image.store import Store
 from .images import Images, default_root
-from .runtime.native.sweep import sweep
+from .runtime.sweep import sweep
 
 EXIT_ERROR = 125
 EXIT_NOT_EXECUTABLE = 126

@@ -14,6 +14,8 @@ State of one container, under ``<state_root>/<id>`` (``/run/ptc`` for root)::
     stdout stderr        the container's output (also create's own stdio)
     pid                  --pid-file of create: host pid of the container's PID 1
     <binary>.log         the runtime's own log (JSON lines; errors, warnings)
+    owner                pid of the process that started the container, written
+                         first: the sweep's key (:mod:`~.sweep`)
 
 and the runtime's own state in ``<state_root>/<id>/<binary>-root`` (``--root``),
 one per container, so it goes with the state dir and no shared directory
@@ -32,8 +34,17 @@ and reports its raw wait status (``X N``). :meth:`OciCliContainer.wait`
 decodes it with :meth:`ExitStatus.from_wait_status`, so the exit code is
 exact: the status, or 128+N when killed by signal N. The runtime keeps one
 spare waiter started ahead (interpreter start-up, about 25 ms, overlaps the
-previous container's life); the spare exits at end of file on its stdin, so
-it never outlives this process.
+previous container's life).
+
+Owner death. The waiter watches the process that spawned it (its owner,
+``argv[1]``) through a pidfd: when the owner dies (``kill -9`` of pytest) a
+spare exits, and a waiter with a container SIGKILLs the init (the pid
+namespace's init: the whole container dies with it), reaps it and exits, within
+milliseconds. A pidfd rather than ``PR_SET_PDEATHSIG``, which follows the death
+of the spawning *thread*: a container started from a worker thread would be
+killed when that thread ends (kernels without ``pidfd_open``, before 5.3, fall
+back to it). What remains (cgroups, the rootfs mount, the runtime's state, the
+state dir) is removed by :func:`~.sweep.sweep` at the next session start.
 
 ``run`` in the foreground would also give the exact code (runc's own exit
 code) but runc removes the cgroup when the process exits unless ``--keep``
@@ -70,12 +81,37 @@ from .types import ContainerSpec, ExecResult, ExitStatus, Stats
 
 __all__ = ["OciCliContainer", "OciCliRuntime"]
 
-#: The waiting process: argv = [status_fd, pid_file, *create_argv]. Writes
-#: ``C <wait status of create>\n`` then ``X <wait status of the init>\n`` (or
-#: ``L\n`` when the init never became its child) to ``status_fd``.
+#: The waiting process: argv = [-c, owner pid], one JSON request line on stdin.
+#: Writes ``C <wait status of create>\n`` then ``X <wait status of the init>\n``
+#: (or ``L\n`` when the init never became its child) to its stdout. When the
+#: owner dies: exits if idle, else SIGKILLs the init, reaps it and exits.
 _WAITER = r"""
-import ctypes, json, os, sys
-ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+import ctypes, json, os, select, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+owner, init = int(sys.argv[1]), -1
+
+def owner_died(*_):
+    if init > 0:
+        os.kill(init, signal.SIGKILL)
+    os._exit(0)
+
+def report(message):
+    try:
+        os.write(1, message)
+    except OSError:
+        pass
+
+try:
+    ofd = os.pidfd_open(owner)
+except OSError:  # before Linux 5.3: the death of the spawning thread, not process
+    ofd = None
+    signal.signal(signal.SIGUSR2, owner_died)
+    libc.prctl(1, signal.SIGUSR2, 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != owner:
+    sys.exit(0)
+if 0 not in select.select([0] if ofd is None else [0, ofd], [], [])[0]:
+    sys.exit(0)
 line = sys.stdin.readline()
 if not line:
     sys.exit(0)
@@ -91,10 +127,10 @@ try:
 except OSError as e:
     with open(req["stderr"], "a") as f:
         f.write("cannot run %s: %s\n" % (argv[0], e.strerror))
-    os.write(1, b"C 32512\n")
+    report(b"C 32512\n")
     sys.exit(0)
 st = os.waitpid(pid, 0)[1]
-os.write(1, b"C %d\n" % st)
+report(b"C %d\n" % st)
 if st:
     sys.exit(0)
 try:
@@ -102,14 +138,29 @@ try:
         init = int(f.read().strip())
 except (OSError, ValueError):
     init = -1
+owner_dead = False
+if ofd is not None and init > 0:
+    try:
+        ifd = os.pidfd_open(init)
+    except OSError:
+        ifd = None
+    if ifd is not None:
+        while ifd not in select.select([ifd] if owner_dead else [ofd, ifd], [], [])[0]:
+            try:
+                signal.pidfd_send_signal(ifd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            owner_dead = True
 while True:
     try:
         p, st = os.waitpid(-1, 0)
     except ChildProcessError:
-        os.write(1, b"L\n")
+        report(b"L\n")
         break
     if p == init:
-        os.write(1, b"X %d\n" % st)
+        init = -1
+        if not owner_dead:
+            report(b"X %d\n" % st)
         break
 """
 
@@ -131,10 +182,10 @@ _GONE = re.compile(
 
 
 def _spawn_waiter() -> subprocess.Popen:
-    """Start a waiting process (:data:`_WAITER`): it reads one request line from its
-    stdin and reports on its stdout."""
+    """Start a waiting process (:data:`_WAITER`) owned by this process: it reads one
+    request line from its stdin and reports on its stdout."""
     return subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", _WAITER],
+        [sys.executable, "-I", "-S", "-c", _WAITER, str(os.getpid())],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -229,6 +280,7 @@ class OciCliRuntime:
                 stderr="",
             )
         container = OciCliContainer(self, container_id)
+        container._make_state_dir(spec)
         try:
             container._create(spec)
             container._start()
@@ -255,6 +307,7 @@ class OciCliContainer:
         self.runtime = runtime
         self.id = container_id
         self.pid = 0
+        self.state_root = runtime.state_root
         self.state_dir = runtime.state_root / container_id
         self.bundle = self.state_dir / "bundle"
         self.rootfs = self.bundle / "rootfs"
@@ -278,8 +331,27 @@ class OciCliContainer:
 
     # -- start --------------------------------------------------------------------
 
+    def _make_state_dir(self, spec: ContainerSpec) -> None:
+        """The state dir with its ``owner`` (this process's pid), before anything that
+        could leak; an existing one is another container's and is left alone."""
+        self.state_root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(mode=0o700)
+        except FileExistsError as exc:
+            raise ContainerStartError(
+                f"container {self.id} already exists",
+                container_id=self.id,
+                argv=list(spec.args),
+                returncode=None,
+                stderr="",
+            ) from exc
+        try:
+            (self.state_dir / "owner").write_text(f"{os.getpid()}\n")
+        except BaseException:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            raise
+
     def _create(self, spec: ContainerSpec) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=False)
         self.rootfs.mkdir(parents=True)
         upper, work = self.state_dir / "upper", self.state_dir / "work"
         upper.mkdir()

@@ -2,7 +2,7 @@
 
 Every backend keeps one directory per container, ``<state_root>/<id>``, with
 an ``owner`` file naming the pid of the process that started it: anything
-under the state root whose owner is dead is garbage (``native.sweep``).
+under the state root whose owner is dead is garbage (:mod:`.sweep`).
 """
 
 from __future__ import annotations

@@ -131,11 +131,13 @@ def ocicli_leftovers(runtime: OciCliRuntime, container_id: str) -> list[str]:
         for line in Path("/proc/self/mountinfo").read_text().splitlines()
         if container_id in line
     ]
-    listed = subprocess.run(runtime.argv("list", "--quiet"), capture_output=True, text=True)
-    if container_id in listed.stdout.split():
-        found.append(f"runc state of {container_id}")
-    if (runtime.state_root / container_id).exists():
-        found.append(f"state dir {runtime.state_root / container_id}")
+    runtime_root = runtime.state_root / container_id / f"{runtime.name}-root"
+    if runtime_root.is_dir():  # (``list`` would create it)
+        listed = subprocess.run(
+            runtime.argv(runtime_root, "list", "--quiet"), capture_output=True, text=True
+        )
+        if container_id in listed.stdout.split():
+            found.append(f"{runtime.name} state of {container_id}")
     return found
 
 
@@ -169,3 +171,21 @@ def start_runc(
         container.delete()
     for container in started:
         assert ocicli_leftovers(runc_runtime, container.id) == []
+
+
+def waiter_pids(owner: int) -> list[int]:
+    """Live waiting processes of the OCI command line backend (``python -I -S -c
+    _WAITER OWNER``) whose owner is ``owner``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")[:-1]
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if argv[1:4] == [b"-I", b"-S", b"-c"] and argv[-1] == str(owner).encode():
+            if state != "Z":
+                found.append(int(proc.name))
+    return found

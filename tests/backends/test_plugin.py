@@ -3,6 +3,10 @@ everything a test started (also when it fails), and clear option errors."""
 
 from __future__ import annotations
 
+import os
+import re
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends.conftest import waiter_pids
 from tests.conftest import needs
 
 pytest_plugins = ["pytester"]
@@ -112,12 +117,15 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.parametrize("backend", ["native", pytest.param("runc", marks=needs("runc"))])
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_interrupted_session_leaves_nothing(pytester: pytest.Pytester, busybox_ref: str,
-                                            tmp_path: Path, how: signal.Signals) -> None:
+                                            tmp_path: Path, how: signal.Signals,
+                                            backend: str) -> None:
     """Ctrl-C tears everything down at once; after ``kill -9`` of pytest no
-    container process outlives it by more than a second, and the next session
-    sweeps the cgroups and state dir."""
+    container process (nor runc's waiting process) outlives it by more than a
+    second, and the next session sweeps the cgroups, mounts, runtime state and
+    state dir."""
     assert _leftovers() == []
     pytester.makepyfile(
         f"""
@@ -128,15 +136,17 @@ def test_interrupted_session_leaves_nothing(pytester: pytest.Pytester, busybox_r
         """
     )
     store = f"--container-store={tmp_path / 'store'}"
-    proc = pytester.popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", store],
-                          stdin=subprocess.DEVNULL)
+    proc = pytester.popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", store,
+                           f"--container-runtime={backend}"], stdin=subprocess.DEVNULL)
     try:
         state_dir = _wait_for_container(proc.pid)
         pids = _container_pids(state_dir)
         assert pids and all(_alive(p) for p in pids)
         sent = time.monotonic()
         proc.send_signal(how)
-        while any(_alive(p) for p in pids) and time.monotonic() - sent < 5:
+        while (any(_alive(p) for p in pids) or waiter_pids(proc.pid)) and (
+            time.monotonic() - sent < 5
+        ):
             time.sleep(0.01)
         gone_after = time.monotonic() - sent
         proc.wait(timeout=60)
@@ -145,6 +155,7 @@ def test_interrupted_session_leaves_nothing(pytester: pytest.Pytester, busybox_r
             proc.kill()
             proc.wait()
     assert not any(_alive(p) for p in pids)
+    assert waiter_pids(proc.pid) == []
     assert gone_after < 1.0
     if how == signal.SIGINT:
         assert _leftovers() == []
@@ -153,3 +164,69 @@ def test_interrupted_session_leaves_nothing(pytester: pytest.Pytester, busybox_r
         pytester.makepyfile("def test_nothing(): pass")
         pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
         assert _leftovers() == []
+
+
+def _registry_processes(config: Path) -> list[int]:
+    """Live ``docker-registry serve CONFIG`` processes."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(config).encode() in argv and _alive(int(proc.name)):
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "kill-term"])
+def test_registry_dies_with_its_session(pytester: pytest.Pytester, how: signal.Signals) -> None:
+    """The ``registry`` fixture's ``docker-registry`` does not outlive a killed
+    pytest, and the next session removes its temp dir."""
+    pytester.makepyfile(
+        """
+        import time
+        def test_long(registry):
+            print("WORKDIR", registry.workdir, flush=True)
+            time.sleep(300)
+        """
+    )
+    proc = pytester.popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s"],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    workdir = None
+    try:
+        assert proc.stdout is not None
+        output, found = b"", None
+        deadline = time.monotonic() + 60
+        while found is None and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.1)[0]:
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                output += chunk
+                found = re.search(rb"WORKDIR (\S+)\n", output)
+        assert found, f"the registry fixture did not start: {output!r}"
+        workdir = Path(found.group(1).decode())
+        config = workdir / "config.yml"
+        registry_pids = _registry_processes(config)
+        assert len(registry_pids) == 1
+        assert os.getpgid(registry_pids[0]) != os.getpgid(proc.pid)  # ^C is not for it
+        proc.send_signal(how)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 5
+        while _registry_processes(config) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _registry_processes(config) == []
+        # the next session's registry fixture sweeps the dead owner's temp dir
+        pytester.makepyfile("def test_nothing(registry): pass")
+        pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+        assert not workdir.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if workdir is not None:
+            for pid in _registry_processes(workdir / "config.yml"):
+                os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,169 @@
+"""Garbage collection of containers whose owner process is dead, for every backend.
+
+Every backend keeps one state dir per container, ``<state_root>/<id>``, with
+``owner``: the pid of the process that started it, written before anything
+that could leak. When that process is gone (``kill -9`` of pytest), the
+container's processes died with it (the native engine's pdeathsig chain; the
+OCI command line backend's waiter, which SIGKILLs the init), but host objects
+remain. Two kinds of state dir, told apart by their contents:
+
+- native engine: the cgroup ``ptc/<id>`` and the state dir remain;
+- runc-compatible command line (:mod:`~.ocicli`): also ``<binary>-root``, the
+  runtime's own ``--root`` (it still lists the container), and the overlay
+  mounted on the host at ``bundle/rootfs``; runc makes ``ptc/<id>`` in every
+  hierarchy (``name=systemd`` and ``unified`` too).
+
+:func:`sweep` removes them. It runs at every session start, so with nothing to
+do it costs one ``scandir`` of the state root and, per state dir, one read of
+``owner`` and one ``kill(pid, 0)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from .linux import cgroups, mounts
+from .spec import cgroups_path
+from .state import default_state_root
+
+__all__ = ["owner_alive", "sweep"]
+
+#: seconds for ``BINARY --root ROOT delete --force ID``
+DELETE_TIMEOUT = 30.0
+#: suffix of the runtime state dir of a command line backend's container
+_RUNTIME_ROOT_SUFFIX = "-root"
+
+
+def owner_alive(state_dir: Path) -> bool | None:
+    """Whether the pid in ``state_dir/owner`` is alive; ``None`` without a readable owner."""
+    try:
+        pid = int((state_dir / "owner").read_text().split()[0])
+    except (FileNotFoundError, NotADirectoryError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep(state_root: Path | None = None, *, cgroup_root: Path | None = None) -> list[str]:
+    """Remove every container under ``state_root`` (default:
+    ``default_state_root()``) whose owner process is dead.
+
+    For each: ``BINARY --root DIR delete --force ID`` for each ``<binary>-root``
+    dir whose binary is on PATH (its errors, "does not exist" included, are
+    covered by the next steps), SIGKILL what is left in the cgroup, unmount
+    (``MNT_DETACH``) whatever is mounted under the state dir, deepest first,
+    remove the cgroup ``ptc/<id>`` (in every mounted hierarchy for a command
+    line backend's container), then the state dir.
+
+    Dirs without a readable ``owner`` and dirs whose owner is alive are never
+    touched; a dir another sweep is working on (``flock``) is skipped. A dir that
+    cannot be cleaned (a busy cgroup) is reported with a ``RuntimeWarning``, kept
+    for the next sweep, and not listed. Returns the swept ids, sorted.
+    """
+    if state_root is None:
+        state_root = default_state_root()
+    swept: list[str] = []
+    try:
+        entries = sorted(os.scandir(state_root), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return swept
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        state_dir = Path(entry.path)
+        if owner_alive(state_dir) is not False:
+            continue
+        try:
+            with _locked(state_dir) as locked:
+                # re-read after the lock: another sweep may have just finished it
+                if not locked or owner_alive(state_dir) is not False:
+                    continue
+                _sweep_one(state_dir, entry.name, cgroup_root)
+        except OSError as exc:
+            warnings.warn(
+                f"cannot sweep container {entry.name}: {exc}", RuntimeWarning, stacklevel=2
+            )
+            continue
+        swept.append(entry.name)
+    return swept
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[bool]:
+    """``flock`` the state dir (non-blocking): yields whether this process holds it.
+    A dir removed meanwhile yields ``False``."""
+    try:
+        fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _sweep_one(state_dir: Path, container_id: str, cgroup_root: Path | None) -> None:
+    runtime_roots = [p for p in state_dir.glob(f"*{_RUNTIME_ROOT_SUFFIX}") if p.is_dir()]
+    for runtime_root in runtime_roots:
+        binary = shutil.which(runtime_root.name[: -len(_RUNTIME_ROOT_SUFFIX)])
+        if binary is not None:
+            _runtime_delete(binary, runtime_root, container_id)
+    path = cgroups_path(container_id)
+    cgroup = cgroups.open_cgroup(path, root=cgroup_root or cgroups.DEFAULT_ROOT)
+    cgroup.kill_all()
+    for target in _mounts_under(state_dir):
+        mounts.unmount(Path(target))
+    cgroup.remove()
+    if runtime_roots and cgroup_root in (None, cgroups.DEFAULT_ROOT):
+        cgroups.remove_everywhere(path)
+    left = _mounts_under(state_dir)
+    if left:
+        raise OSError(errno.EBUSY, f"still mounted: {', '.join(left)}")
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _runtime_delete(binary: str, runtime_root: Path, container_id: str) -> None:
+    """``BINARY --root RUNTIME_ROOT delete --force ID``: kills what is left of the
+    container and drops the runtime's state and cgroups. Any failure (the
+    container does not exist, the binary hangs) is left to the generic steps."""
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(
+            [binary, "--root", str(runtime_root), "delete", "--force", container_id],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=DELETE_TIMEOUT,
+            check=False,
+        )
+
+
+def _mounts_under(state_dir: Path) -> list[str]:
+    """Mount points at or under ``state_dir`` in this mount namespace, deepest (and,
+    for stacked mounts, last mounted) first."""
+    top = os.path.realpath(state_dir)
+    found = [
+        m.mount_point
+        for m in mounts.mountinfo()
+        if m.mount_point == top or m.mount_point.startswith(top + "/")
+    ]
+    found.reverse()
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
