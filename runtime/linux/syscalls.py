@@ -4,7 +4,7 @@ Each wrapper calls libc (loaded with ``use_errno=True``) and raises
 ``OSError(errno, strerror, path)`` on failure, like ``os`` functions do. They
 allocate nothing but the ctypes call itself, so they are safe between
 ``fork`` and ``exec``. Constants are the kernel's (``<linux/sched.h>``,
-``<linux/mount.h>``, ``<linux/prctl.h>``).
+``<linux/mount.h>``, ``<linux/prctl.h>``, ``<linux/capability.h>``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import struct
 
 __all__ = [
     "CLONE_NEWCGROUP",
@@ -44,14 +45,26 @@ __all__ = [
     "MS_STRICTATIME",
     "MS_SYNCHRONOUS",
     "MS_UNBINDABLE",
+    "PR_CAPBSET_DROP",
+    "PR_CAPBSET_READ",
+    "PR_CAP_AMBIENT",
+    "PR_CAP_AMBIENT_CLEAR_ALL",
+    "PR_CAP_AMBIENT_RAISE",
     "PR_SET_CHILD_SUBREAPER",
+    "PR_SET_KEEPCAPS",
     "PR_SET_NO_NEW_PRIVS",
     "PR_SET_PDEATHSIG",
     "UMOUNT_NOFOLLOW",
+    "ambient_clear_all",
+    "ambient_raise",
+    "capbset_drop",
+    "capget",
+    "capset",
     "mount",
     "pivot_root",
     "prctl",
     "set_child_subreaper",
+    "set_keepcaps",
     "set_no_new_privs",
     "set_pdeathsig",
     "sethostname",
@@ -99,8 +112,20 @@ UMOUNT_NOFOLLOW = 8
 
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# <linux/capability.h>: ``struct __user_cap_header_struct {u32 version; int pid}`` and,
+# for version 3 (64-bit sets), two ``struct __user_cap_data_struct {u32 effective,
+# permitted, inheritable}``: low words first
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_CAP_DATA = struct.Struct("=6I")
 
 #: ``SYS_pivot_root`` per machine (glibc has no wrapper)
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
@@ -115,6 +140,11 @@ _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
 _libc.syscall.restype = ctypes.c_long
+_libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+_libc.capget.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+#: the header of every ``capset`` of the calling thread, made at import (before any
+#: fork); the kernel writes ``version`` back only when it does not know it
+_CAP_HEADER = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
 _libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
 
 PathLike = str | bytes | os.PathLike[str] | None
@@ -191,6 +221,52 @@ def set_child_subreaper(on: bool = True) -> None:
 def set_no_new_privs() -> None:
     """``PR_SET_NO_NEW_PRIVS``: execve can no longer grant privileges (setuid, file caps)."""
     prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_keepcaps(on: bool = True) -> None:
+    """``PR_SET_KEEPCAPS``: keep the permitted set across a change of every uid from 0
+    to non-zero (the effective set is still cleared); reset by ``execve``."""
+    prctl(PR_SET_KEEPCAPS, int(on))
+
+
+def capbset_drop(*caps: int) -> None:
+    """``PR_CAPBSET_DROP`` of each capability number in ``caps``: remove it from the
+    bounding set (needs ``CAP_SETPCAP``; irreversible). One syscall per number, so
+    the loop calls libc directly (half the cost of :func:`prctl` each)."""
+    call = _libc.prctl
+    for cap in caps:
+        if call(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0:
+            _check(-1, f"prctl(PR_CAPBSET_DROP, {cap})")
+
+
+def ambient_raise(cap: int) -> None:
+    """``PR_CAP_AMBIENT_RAISE``: add ``cap`` to the ambient set (it must be permitted
+    and inheritable)."""
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+
+
+def ambient_clear_all() -> None:
+    """``PR_CAP_AMBIENT_CLEAR_ALL``: empty the ambient set."""
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """``capset(2)`` of the calling thread, ``_LINUX_CAPABILITY_VERSION_3``: each set is a
+    64-bit mask (bit N: capability number N)."""
+    low = 0xFFFFFFFF
+    data = _CAP_DATA.pack(effective & low, permitted & low, inheritable & low,
+                          effective >> 32 & low, permitted >> 32 & low, inheritable >> 32 & low)
+    _check(_libc.capset(_CAP_HEADER, data), "capset")
+
+
+def capget(pid: int = 0) -> tuple[int, int, int]:
+    """``capget(2)``: ``(effective, permitted, inheritable)`` 64-bit masks of ``pid``
+    (0: the calling thread)."""
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, pid)
+    data = ctypes.create_string_buffer(_CAP_DATA.size)
+    _check(_libc.capget(header, data), "capget")
+    e0, p0, i0, e1, p1, i1 = _CAP_DATA.unpack(data.raw)
+    return e0 | e1 << 32, p0 | p1 << 32, i0 | i1 << 32
 
 
 def statfs_type(path: PathLike) -> int:

@@ -23,6 +23,7 @@ from typing import NoReturn
 
 from ..linux import network
 from ..linux import syscalls as sc
+from ..linux.capabilities import CapabilitySets
 from ..linux.mounts import OVERLAY_SOURCE, RootfsPlan, setup_rootfs
 
 __all__ = ["ExecPlan", "InitPlan", "encode_error", "exec_in_path", "join_cgroup",
@@ -55,6 +56,7 @@ class InitPlan:
     uid: int
     gid: int
     rlimits: tuple[tuple[int, int, int], ...]
+    caps: CapabilitySets
     no_new_privs: bool
     stdout_fd: int
     stderr_fd: int
@@ -74,6 +76,7 @@ class ExecPlan:
     cwd: str
     uid: int
     gid: int
+    caps: CapabilitySets  # the init's: an exec gets the same sets
     no_new_privs: bool
     stdout_fd: int
     stderr_fd: int
@@ -153,10 +156,28 @@ def join_cgroup(procs: tuple[str, ...], pid: int = 0) -> None:
             os.close(fd)
 
 
-def _become_user(uid: int, gid: int) -> None:
+def _finish_process(uid: int, gid: int, cwd: str, caps: CapabilitySets, no_new_privs: bool,
+                    step: list[str]) -> None:
+    """User, cwd, capabilities and ``no_new_privs`` in runc's order (``init_linux.go``
+    ``finalizeNamespace``): bounding set dropped while ``CAP_SETPCAP`` is effective,
+    ``PR_SET_KEEPCAPS`` for a non-root user, ``setgroups``/``setgid``/``setuid``
+    (needing ``CAP_SETGID``/``CAP_SETUID``), ``chdir``, ``capset`` and ambient set.
+    Then the parent-death signal again (a change of uid or gid clears it)."""
+    step[0] = "capabilities"
+    caps.drop_bounding()
+    caps.keep_for(uid)
+    step[0] = "user"
     os.setgroups([])
     os.setgid(gid)
     os.setuid(uid)
+    step[0] = "cwd"
+    os.chdir(cwd)
+    step[0] = "capabilities"
+    caps.apply()
+    sc.set_pdeathsig(signal.SIGKILL)
+    if no_new_privs:
+        step[0] = "no_new_privs"
+        sc.set_no_new_privs()
 
 
 def _stdio(stdout_fd: int, stderr_fd: int) -> None:
@@ -182,8 +203,9 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int) -> NoReturn:
     pivots into it, sets up stdio and limits while the caller creates the cgroup;
     waits for ``1`` on ``go_r`` (the cgroup exists; on v2 the caller moved us into
     it), joins the cgroup itself (``plan.cgroup_join``, v1), then
-    ``unshare(CLONE_NEWCGROUP)``, user, exec. EOF on ``go_r`` instead: the caller
-    gave up (it reports), exit at once.
+    ``unshare(CLONE_NEWCGROUP)``; then, as nothing needs ``CAP_SYS_ADMIN`` any more,
+    user and capabilities (:func:`_finish_process`), exec. EOF on ``go_r`` instead:
+    the caller gave up (it reports), exit at once.
     """
     step = ["pdeathsig"]
     try:
@@ -218,13 +240,9 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int) -> NoReturn:
         join_cgroup_at(cgroup_files)
         if plan.unshare_flags & sc.CLONE_NEWCGROUP:
             sc.unshare(sc.CLONE_NEWCGROUP)  # rooted at ptc/<id>: only once we are in it
-        step[0] = "user"
-        _become_user(plan.uid, plan.gid)
-        step[0] = "cwd"
-        os.chdir(plan.cwd)
-        if plan.no_new_privs:
-            step[0] = "no_new_privs"
-            sc.set_no_new_privs()
+        _finish_process(plan.uid, plan.gid, plan.cwd, plan.caps, plan.no_new_privs, step)
+        if select.select([life_r], [], [], 0)[0]:
+            os._exit(1)  # EOF: the caller died while the parent-death signal was cleared
         _restore_signals()
         step[0] = "exec"
         exec_in_path(plan.args, plan.env, plan.path)
@@ -240,12 +258,7 @@ def _exec_target(plan: ExecPlan, err_w: int) -> NoReturn:
     step = ["stdio"]
     try:
         _stdio(plan.stdout_fd, plan.stderr_fd)
-        step[0] = "user"
-        _become_user(plan.uid, plan.gid)
-        step[0] = "cwd"
-        os.chdir(plan.cwd)
-        if plan.no_new_privs:
-            sc.set_no_new_privs()
+        _finish_process(plan.uid, plan.gid, plan.cwd, plan.caps, plan.no_new_privs, step)
         _restore_signals()
         step[0] = "exec"
         exec_in_path(plan.args, plan.env, plan.path)

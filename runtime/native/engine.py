@@ -8,7 +8,8 @@ Process tree of one container (host pids)::
                       into its own pid namespace. unshare(mnt, uts, ipc, net),
                       overlay rootfs in its own mount namespace, pivot_root; then
                       joins cgroup ``ptc/<id>`` (made by the caller meanwhile),
-                      unshare(cgroup), execve(args)
+                      unshare(cgroup); drops capabilities to ``process.capabilities``
+                      around the user change (as runc does), execve(args)
 
 A ``kill -9`` of the caller SIGKILLs the init (pdeathsig), whose death kills
 every process of the pid namespace; the mount namespace, and with it the
@@ -43,6 +44,7 @@ from pytest_containers.exceptions import (
 )
 
 from ..linux import syscalls as sc
+from ..linux.capabilities import CapabilitySets, UnknownCapabilityError
 from ..linux.cgroups import CgroupV1, CgroupV2, open_cgroup
 from ..linux.mounts import overlay_options, plan_rootfs
 from ..spec import to_config
@@ -106,15 +108,17 @@ class NativeContainer:
     """A container run by :class:`NativeRuntime` (the ``Container`` protocol).
 
     ``pid`` is the host pid of the container's PID 1, a child of the process that
-    started it; signals go through a pidfd.
+    started it; signals go through a pidfd. ``capabilities``: the sets of
+    ``process.capabilities`` as masks, applied to PID 1 and to every exec.
     """
 
     def __init__(self, container_id: str, state_dir: Path, config: dict[str, Any],
-                 cgroup: CgroupV1 | CgroupV2) -> None:
+                 cgroup: CgroupV1 | CgroupV2, capabilities: CapabilitySets) -> None:
         self.id = container_id
         self.state_dir = state_dir
         self.config = config
         self.cgroup = cgroup
+        self.capabilities = capabilities
         self.stdout_path = state_dir / "stdout"
         self.stderr_path = state_dir / "stderr"
         self.pid = 0
@@ -247,7 +251,7 @@ class NativeContainer:
             args=tuple(args), env=env_map, path=_path_of(env_map),
             cwd=cwd or process.get("cwd", "/"),
             uid=process["user"].get("uid", 0), gid=process["user"].get("gid", 0),
-            no_new_privs=bool(process.get("noNewPrivileges")),
+            caps=self.capabilities, no_new_privs=bool(process.get("noNewPrivileges")),
             stdout_fd=out_w, stderr_fd=err_w,
         )
         parent = os.getpid()
@@ -419,8 +423,14 @@ class NativeRuntime:
             # before the fork: the sweep needs the owner of anything that may remain
             _write_file(f"{state_dir}/owner", b"%d\n" % os.getpid())
             config = to_config(spec, container_id=container_id, rootfs=str(state_dir / "rootfs"))
+            try:
+                caps = CapabilitySets.from_config(config["process"].get("capabilities"))
+            except UnknownCapabilityError as exc:
+                raise ContainerStartError(
+                    f"container {container_id}: {exc}", container_id=container_id,
+                    argv=list(spec.args), step="capabilities") from exc
             container = NativeContainer(container_id, state_dir, config,
-                                        open_cgroup(config["linux"]["cgroupsPath"]))
+                                        open_cgroup(config["linux"]["cgroupsPath"]), caps)
         except BaseException:
             _remove_state_dir(state_dir)
             raise
@@ -473,7 +483,8 @@ class NativeRuntime:
             args=tuple(process["args"]), env=env, path=_path_of(env),
             cwd=process.get("cwd", "/"),
             uid=process["user"].get("uid", 0), gid=process["user"].get("gid", 0),
-            rlimits=rlimits, no_new_privs=bool(process.get("noNewPrivileges")),
+            rlimits=rlimits, caps=container.capabilities,
+            no_new_privs=bool(process.get("noNewPrivileges")),
             stdout_fd=out, stderr_fd=err,
         )
 

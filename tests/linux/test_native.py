@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,9 +16,19 @@ import time
 from pathlib import Path
 
 import pytest
+from pytest_containers.runtime.linux.capabilities import (
+    NAMES,
+    CapabilitySets,
+    UnknownCapabilityError,
+    last_cap,
+    mask_of,
+    names_of,
+)
+from pytest_containers.runtime.linux.cgroups import remove_everywhere
 from pytest_containers.runtime.native.engine import NativeRuntime
-from pytest_containers.runtime.native.sweep import sweep
 from pytest_containers.runtime.protocol import Container, Runtime
+from pytest_containers.runtime.spec import DEFAULT_CAPABILITIES
+from pytest_containers.runtime.sweep import sweep
 from pytest_containers.runtime.types import Mount, Resources
 
 from pytest_containers.exceptions import CommandNotFoundError, ContainerStartError
@@ -247,17 +260,22 @@ _OWNER = textwrap.dedent("""
     from pytest_containers.runtime.native.engine import NativeRuntime
     from pytest_containers.runtime.types import ContainerSpec
     rt = NativeRuntime(state_root=Path(sys.argv[1]))
+    uid = int(sys.argv[4])
     c = rt.start(ContainerSpec(args=("sh", "-c", "sleep 1000 & sleep 1000"),
-                               layers=(Path(sys.argv[2]),)), container_id=sys.argv[3])
+                               layers=(Path(sys.argv[2]),), uid=uid, gid=uid),
+                 container_id=sys.argv[3])
     print(c.pid, flush=True)
     sys.stdin.read()
 """)
 
 
-def test_kill_9_of_owner_then_sweep(busybox_rootfs):
+@pytest.mark.parametrize("uid", [0, 1000])
+def test_kill_9_of_owner_then_sweep(busybox_rootfs, uid):
+    """Also as a non-root user: the uid change clears the parent-death signal, which
+    the init sets again before exec."""
     cid = issue_id()
     owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(STATE_ROOT),
-                              str(busybox_rootfs), cid],
+                              str(busybox_rootfs), cid, str(uid)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         init_pid = int(owner.stdout.readline())
@@ -359,3 +377,222 @@ def test_plugin_makes_native_runtime(tmp_path):
     assert isinstance(rt, NativeRuntime) and rt.state_root == tmp_path
     assert native.containers_make_runtime(name="runc", options={}) is None
     assert native.containers_runtime_names() == ["native"]
+
+
+# -- capabilities (runtime-spec config.md#linux-process; runc as the oracle) ----------
+
+CAP_SYS_ADMIN = 1 << 21
+DEFAULT_MASK = 0x00000000A80425FB  # docker's 14 defaults, as runc shows them
+
+
+def cap_status(text: str) -> dict[str, int]:
+    """``{"CapEff": mask, ...}`` from ``grep Cap /proc/<pid>/status`` output."""
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.startswith("Cap"):
+            out[key] = int(value, 16)
+    return out
+
+
+@pytest.fixture
+def with_capabilities(monkeypatch):
+    """Function: ``set(caps)`` makes the native engine's config.json carry
+    ``process.capabilities = caps`` (ContainerSpec has no field for them)."""
+    from pytest_containers.runtime.native import engine
+
+    original = engine.to_config
+
+    def set_caps(caps):
+        def to_config(spec, **kwargs):
+            config = original(spec, **kwargs)
+            config["process"]["capabilities"] = caps
+            return config
+        monkeypatch.setattr(engine, "to_config", to_config)
+
+    return set_caps
+
+
+@pytest.fixture(scope="session")
+def runc_rootfs(busybox_rootfs, tmp_path_factory):
+    """Session: a copy of the busybox rootfs whose root dir is 0755 (pytest's are 0700,
+    which a non-root user could not traverse; the native overlay's root is 0755)."""
+    root = tmp_path_factory.mktemp("runc-rootfs") / "rootfs"
+    shutil.copytree(busybox_rootfs, root, symlinks=True)
+    root.chmod(0o755)
+    return root
+
+
+@pytest.fixture
+def runc_status(tmp_path, runc_rootfs):
+    """Function: ``run(spec, caps=None)`` -> the ``Cap*`` lines runc gives
+    ``grep Cap /proc/self/status`` run with the same config.json (read-only rootfs);
+    ``None`` when runc is not installed."""
+    from pytest_containers.runtime.spec import to_config
+
+    def run(spec, caps=None):
+        if shutil.which("runc") is None:
+            return None
+        cid = issue_id()
+        config = to_config(spec, container_id=cid, rootfs=str(runc_rootfs))
+        config["root"]["readonly"] = True
+        config["process"]["args"] = ["grep", "Cap", "/proc/self/status"]
+        if caps is not None:
+            config["process"]["capabilities"] = caps
+        bundle = tmp_path / cid
+        bundle.mkdir()
+        (bundle / "config.json").write_text(json.dumps(config))
+        try:
+            result = subprocess.run(["runc", "--root", str(tmp_path / "runc-state"), "run",
+                                     "--bundle", str(bundle), cid],
+                                    capture_output=True, text=True, timeout=60)
+        finally:  # runc leaves the shared parent ``ptc`` in every hierarchy
+            remove_everywhere(config["linux"]["cgroupsPath"])
+        assert result.returncode == 0, result.stderr
+        return cap_status(result.stdout)
+
+    return run
+
+
+def native_status(containers, **kwargs) -> dict[str, int]:
+    status, out, err, _ = containers.run("grep", "Cap", "/proc/self/status", **kwargs)
+    assert status.exit_code == 0, err
+    return cap_status(out)
+
+
+def test_default_capabilities_are_dockers_like_runc(containers, runc_status):
+    expected = mask_of(DEFAULT_CAPABILITIES)
+    assert expected == DEFAULT_MASK
+    got = native_status(containers)
+    assert got == {"CapInh": 0, "CapPrm": expected, "CapEff": expected, "CapBnd": expected,
+                   "CapAmb": 0}
+    oracle = runc_status(containers.spec("true"))
+    assert oracle in (None, got)
+
+
+def test_no_remount_of_sys_no_proc_mount(containers):
+    """The known escape: with CAP_SYS_ADMIN, remount /sys rw or mount a fresh proc whose
+    /proc/sys is writable (core_pattern). Without it both mounts fail."""
+    status, out, err, _ = containers.run(
+        "sh", "-c",
+        "mount -o remount,rw /sys && echo REMOUNTED; mkdir /tmp/p; "
+        "mount -t proc proc /tmp/p && echo MOUNTED; "
+        "echo '|/x' > /proc/sys/kernel/core_pattern && echo WROTE; grep ' /sys ' /proc/mounts")
+    assert status.exit_code == 0, err
+    assert "REMOUNTED" not in out and "MOUNTED" not in out and "WROTE" not in out
+    assert err.count("permission denied") == 2, err
+    assert out.splitlines()[-1].split()[3].split(",")[0] == "ro"
+
+
+def test_config_granting_sys_admin_gets_it(containers, with_capabilities, runc_status):
+    names = [*DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"]
+    caps = {k: names for k in ("bounding", "effective", "permitted")}
+    with_capabilities(caps)
+    got = native_status(containers)
+    assert got["CapEff"] == got["CapPrm"] == got["CapBnd"] == DEFAULT_MASK | CAP_SYS_ADMIN
+    assert runc_status(containers.spec("true"), caps) in (None, got)
+    status, out, err, _ = containers.run("sh", "-c", "mkdir /tmp/p && mount -t proc proc /tmp/p "
+                                         "&& echo MOUNTED")
+    assert (status.exit_code, out) == (0, "MOUNTED\n"), err
+
+
+def test_bounding_limits_what_root_gets(containers, with_capabilities, runc_status):
+    """For uid 0 execve makes permitted = bounding | inheritable (cut down to the old
+    permitted set under noNewPrivileges), whatever effective says."""
+    caps = {"bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"],
+            "permitted": ["CAP_CHOWN", "CAP_KILL"], "effective": ["CAP_KILL"]}
+    with_capabilities(caps)
+    got = native_status(containers)
+    assert got["CapBnd"] == mask_of(caps["bounding"])
+    assert got["CapEff"] == got["CapPrm"] == mask_of(caps["permitted"])
+    assert runc_status(containers.spec("true"), caps) in (None, got)
+
+
+@pytest.mark.parametrize("caps", [
+    None,  # docker's defaults: all dropped by execve of a file without capabilities
+    {"bounding": ["CAP_NET_RAW", "CAP_NET_BIND_SERVICE"],
+     "permitted": ["CAP_NET_RAW", "CAP_NET_BIND_SERVICE"],
+     "effective": ["CAP_NET_RAW", "CAP_NET_BIND_SERVICE"],
+     "inheritable": ["CAP_NET_RAW", "CAP_NET_BIND_SERVICE"],
+     "ambient": ["CAP_NET_RAW", "CAP_NET_BIND_SERVICE"]},
+    # ambient but not inheritable: the kernel refuses it, runc ignores that
+    {"bounding": ["CAP_NET_RAW"], "permitted": ["CAP_NET_RAW"], "effective": ["CAP_NET_RAW"],
+     "ambient": ["CAP_NET_RAW"]},
+], ids=["defaults", "ambient", "ambient-not-inheritable"])
+def test_non_root_user_gets_what_runc_gives(containers, with_capabilities, runc_status, caps):
+    if caps is not None:
+        with_capabilities(caps)
+    got = native_status(containers, uid=1000, gid=1000)
+    granted = mask_of(caps["ambient"]) if caps and "inheritable" in caps else 0
+    bounding = mask_of(caps["bounding"]) if caps else DEFAULT_MASK
+    assert got == {"CapInh": mask_of((caps or {}).get("inheritable", ())), "CapPrm": granted,
+                   "CapEff": granted, "CapBnd": bounding, "CapAmb": granted}
+    assert runc_status(containers.spec("true", uid=1000, gid=1000), caps) in (None, got)
+
+
+@pytest.mark.parametrize("uid", [0, 1000])
+def test_exec_gets_the_init_capabilities(containers, with_capabilities, uid):
+    with_capabilities({"bounding": [*DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"],
+                       "permitted": ["CAP_CHOWN", "CAP_NET_RAW"],
+                       "effective": ["CAP_CHOWN", "CAP_NET_RAW"],
+                       "inheritable": ["CAP_NET_RAW"], "ambient": ["CAP_NET_RAW"]})
+    c = containers.start("sleep", "100", uid=uid, gid=uid)
+    result = c.exec(["grep", "Cap", "/proc/self/status"])
+    assert result.exit_code == 0, result.stderr
+    init = cap_status(Path(f"/proc/{c.pid}/status").read_text())
+    assert cap_status(result.stdout.decode()) == init
+    assert init["CapBnd"] == DEFAULT_MASK | CAP_SYS_ADMIN
+    assert init["CapAmb"] == 1 << 13  # CAP_NET_RAW
+    denied = c.exec(["sh", "-c", "mount -t tmpfs t /tmp && echo MOUNTED"])
+    assert b"MOUNTED" not in denied.stdout
+
+
+def test_unknown_capability_fails_before_fork(native_runtime, containers, with_capabilities,
+                                              monkeypatch):
+    from pytest_containers.runtime.native import engine
+
+    def no_fork():
+        raise AssertionError("forked despite an unknown capability")
+
+    monkeypatch.setattr(engine, "_fork_into_new_pidns", no_fork)
+    with_capabilities({"bounding": ["CAP_CHOWN", "CAP_BOGUS"], "permitted": ["CAP_CHOWN"]})
+    cid = containers.new_id()
+    with pytest.raises(ContainerStartError) as info:
+        native_runtime.start(containers.spec("true"), container_id=cid)
+    assert "CAP_BOGUS" in str(info.value) and "bounding" in str(info.value)
+    assert info.value.step == "capabilities"
+    assert isinstance(info.value.__cause__, UnknownCapabilityError)
+    assert info.value.__cause__.name == "CAP_BOGUS"
+    assert leftovers(cid) == [] and processes_in(cid) == []
+    assert not (STATE_ROOT / cid).exists()
+
+
+def test_capset_refused_is_start_error(native_runtime, containers, with_capabilities):
+    """Inheritable outside the bounding set: capset fails with EPERM (runc: "unable to
+    apply caps: operation not permitted"), reported as the capabilities step."""
+    with_capabilities({"bounding": ["CAP_NET_RAW"], "permitted": ["CAP_NET_RAW"],
+                       "inheritable": ["CAP_CHOWN"]})
+    cid = containers.new_id()
+    with pytest.raises(ContainerStartError) as info:
+        native_runtime.start(containers.spec("true"), container_id=cid)
+    assert (info.value.step, info.value.errno) == ("capabilities", errno.EPERM)
+    assert leftovers(cid) == [] and processes_in(cid) == []
+
+
+def test_capability_sets_from_config():
+    sets = CapabilitySets.from_config(
+        {"bounding": ["CAP_CHOWN", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"],
+         "permitted": ["CAP_CHOWN"], "inheritable": ["CAP_CHOWN"],
+         "ambient": ["CAP_CHOWN", "CAP_KILL"]}, top=39)
+    assert sets.bounding == 1 | 1 << 39  # 40 is above this kernel's last cap: left out
+    assert sets.drop == tuple(range(1, 39))
+    assert sets.ambient == 1 | 1 << 5 and sets.ambient_raise == (0,)
+    assert names_of(sets.bounding) == ["CAP_CHOWN", "CAP_BPF"]
+    empty = CapabilitySets.from_config(None, top=40)
+    assert (empty.bounding, empty.effective, empty.drop) == (0, 0, tuple(range(41)))
+    with pytest.raises(UnknownCapabilityError, match="'chown'.*effective") as info:
+        CapabilitySets.from_config({"effective": ["chown"]})
+    back = pickle.loads(pickle.dumps(info.value))
+    assert (back.name, back.kind, str(back)) == ("chown", "effective", str(info.value))
+    assert len(NAMES) == 41 and NAMES[21] == "CAP_SYS_ADMIN"
+    assert last_cap() == int(Path("/proc/sys/kernel/cap_last_cap").read_text())
