@@ -2,9 +2,10 @@
 
 :class:`RegistryServer` runs ``docker-registry serve CONFIG`` on a free
 ``127.0.0.1`` port with filesystem storage in a temp directory, deletes
-enabled, and either no auth or token auth (``auth.token``, distribution
+enabled, and either no auth, token auth (``auth.token``, distribution
 ``docs/spec/auth/token.md``) against a token server such as
-:class:`pytest_containers.plugins.token_server.TokenServer`; :func:`registry`
+:class:`pytest_containers.plugins.token_server.TokenServer`, or Basic auth
+(``auth.htpasswd``, a bcrypt ``htpasswd`` file); :func:`registry`
 is the session fixture around it (no auth).
 
 Nothing outlives the process that started the registry: ``docker-registry``
@@ -81,6 +82,17 @@ auth:
 """
 
 
+#: ``auth.htpasswd``: Basic auth (RFC 7617) against bcrypt entries ``USER:$2y$...``,
+#: one a line (distribution accepts bcrypt only); challenges ``Basic realm=HTPASSWD_REALM``.
+HTPASSWD_REALM = "ptc-registry"
+_HTPASSWD_AUTH = """\
+auth:
+  htpasswd:
+    realm: {realm}
+    path: {path}
+"""
+
+
 class TokenAuthority(Protocol):
     """What the registry's ``auth.token`` section needs from a token server.
 
@@ -118,6 +130,8 @@ class RegistryServer:
     pushes (``skopeo copy --format v2s1``), to test clients that must refuse them.
     ``token_server``: run in token-auth mode against this (already started) token
     server; every request then needs a Bearer token from its realm.
+    ``htpasswd``: run in Basic-auth mode with this bcrypt htpasswd file (read when
+    the registry starts); every request then needs a listed user's password.
     """
 
     def __init__(
@@ -126,7 +140,11 @@ class RegistryServer:
         *,
         allow_schema1: bool = False,
         token_server: TokenAuthority | None = None,
+        htpasswd: Path | None = None,
     ) -> None:
+        if token_server is not None and htpasswd is not None:
+            raise ValueError("a registry has one auth mode: token_server or htpasswd, not both")
+        self.htpasswd = htpasswd
         self.binary = binary
         self.allow_schema1 = allow_schema1
         self.token_server = token_server
@@ -164,6 +182,8 @@ class RegistryServer:
                 issuer=auth.issuer,
                 rootcertbundle=auth.root_cert_path,
             )
+        if self.htpasswd is not None:
+            text += _HTPASSWD_AUTH.format(realm=HTPASSWD_REALM, path=Path(self.htpasswd).resolve())
         config.write_text(text)
         with self._log.open("wb") as log:
             self._process = subprocess.Popen(
@@ -172,6 +192,9 @@ class RegistryServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 process_group=0,  # a terminal's ^C is for pytest, whose teardown stops it
+                # distribution reads REGISTRY_<SECTION>_... as config overrides: podman's
+                # REGISTRY_AUTH_FILE would become a bogus ``auth.file`` section
+                env={k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")},
             )
 
         def ready() -> bool:
@@ -206,8 +229,8 @@ class RegistryServer:
         """``skopeo copy oci:DIR:REF docker://HOST/REPO:TAG``; return the pushed reference.
 
         ``fmt``: skopeo ``--format`` (``oci``, ``v2s2``); ``None`` keeps the
-        source's. ``creds``: ``USER:PASSWORD`` for the token server (skopeo
-        ``--dest-creds``). A layout entry that is an index is copied with
+        source's. ``creds``: ``USER:PASSWORD`` for the token server or the
+        htpasswd file (skopeo ``--dest-creds``). A layout entry that is an index is copied with
         ``--all``. Raises ``subprocess.CalledProcessError`` (with stderr) on failure.
         """
         dest = f"{self.host}/{repository}:{tag}"

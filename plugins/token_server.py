@@ -11,6 +11,9 @@ Grants: an anonymous request gets the requested actions that are in
 ``anonymous_actions`` (``pull``); a request with HTTP Basic credentials of a
 configured user gets every requested action; wrong credentials get 401, an
 unknown ``service`` 400, and ``refuse_status`` (e.g. 403) refuses everything.
+``POST /token`` takes the OAuth2 form (distribution ``docs/spec/auth/oauth.md``)
+``grant_type=refresh_token&refresh_token=R&service=S&scope=...``: a refresh token
+listed in ``refresh_tokens`` counts as its user's credentials, others get 401.
 Every request is recorded in :attr:`TokenServer.requests`, in arrival order.
 
 Needs the ``cryptography`` package (a test dependency, not a runtime one):
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -104,6 +107,7 @@ class TokenServer:
     anonymous_actions: Iterable[str] = ("pull",)
     refuse_status: int | None = None
     ttl: float = TOKEN_TTL
+    refresh_tokens: Mapping[str, str] = field(default_factory=dict)
     requests: list[TokenRequest] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -252,6 +256,18 @@ class TokenServer:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                user = server.refresh_tokens.get((form.get("refresh_token") or [""])[0])
+                grant = form.get("grant_type") == ["refresh_token"] and user in server.users
+                basic = f"{user}:{server.users[user]}" if grant and user else ":"
+                authorization = "Basic " + base64.b64encode(basic.encode()).decode()
+                del self.headers["Authorization"]
+                self.headers["Authorization"] = authorization
+                self.path = urlsplit(self.path).path + "?" + urlencode(form, doseq=True)
+                self.do_GET()
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass

@@ -11,17 +11,27 @@ errors into ours (like httpx's own ``map_httpcore_exceptions``):
 - other 4xx/5xx -> :class:`RegistryError` (429 and 5xx are retried by
   :func:`pytest_containers._retry.registry_request`)
 
-Authentication: anonymous Bearer tokens (distribution ``docs/spec/auth/token.md``):
-a 401 with ``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` makes
-the client GET the realm for a token and retry once with it. Scheme is plain
-``http`` for loopback hosts (Docker's default insecure loopback), ``https``
-otherwise.
+Authentication (challenges parsed by :func:`pytest_containers.image.auth.parse_challenges`,
+credentials found by :class:`~pytest_containers.image.auth.Keychain` when first challenged):
+
+- ``Bearer realm=...,service=...,scope=...`` (distribution ``docs/spec/auth/token.md``):
+  GET the realm for a token (with a Basic ``Authorization`` of the credentials and
+  ``account=USER``, or anonymously when there are none; an ``identitytoken`` is
+  POSTed as an OAuth2 ``refresh_token`` grant instead, ``oauth.md``) and retry
+  once. Tokens are cached per (realm, service, scope) in a
+  :class:`~pytest_containers.image.auth.TokenCache`; once a realm is known, a
+  missing or expired token is fetched before the request, without a 401 first.
+- ``Basic realm=...`` (RFC 7617): retry once with the credentials, then send
+  them with every request; none found -> :class:`AuthenticationError` naming
+  the registry and the places searched.
+
+Scheme is plain ``http`` for loopback hosts (Docker's default insecure
+loopback), ``https`` otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
@@ -38,6 +48,15 @@ from pytest_containers.exceptions import (
     UnsupportedMediaTypeError,
 )
 from pytest_containers.image import mediatypes as mt
+from pytest_containers.image.auth import (
+    Credentials,
+    Keychain,
+    Lookup,
+    TokenCache,
+    challenge_error,
+    find_challenge,
+    parse_challenges,
+)
 from pytest_containers.image.digest import digest_of
 from pytest_containers.image.manifest import Descriptor
 from pytest_containers.image.reference import Reference
@@ -45,7 +64,6 @@ from pytest_containers.image.reference import Reference
 #: Largest manifest accepted, in bytes (distribution's own limit is 4 MiB).
 MANIFEST_MAX_BYTES = 4 * 1024 * 1024
 CHUNK_BYTES = 1 << 20
-_CHALLENGE_PARAM_RE = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
 
 
 def default_scheme(host: str) -> Literal["http", "https"]:
@@ -81,42 +99,15 @@ def _map_httpx_errors(url: str) -> Iterator[None]:
         raise RegistryError(f"request to {url} failed: {exc}", url=url, status=None) from exc
 
 
-def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    scheme, _, params = header.strip().partition(" ")
-    return scheme.lower(), {
-        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-        for m in _CHALLENGE_PARAM_RE.finditer(params)
-    }
-
-
-def _challenge_error(challenge: str) -> str:
-    """Why a Bearer token was not enough, from the ``error`` of a challenge (RFC 6750 3.1).
-
-    Registry 2.8.2 sends the same body ("authentication required") whether the
-    token was rejected or merely lacks the scope; only the challenge tells.
-    Returns ``" (...)"`` to append to a message, or ``""``.
-    """
-    scheme, params = _parse_challenge(challenge)
-    error = params.get("error")
-    if scheme != "bearer" or not error:
-        return ""
-    realm = params.get("realm", "the realm")
-    if error == "invalid_token":
-        return (
-            f" (error=invalid_token: the registry rejected the token from {realm}: signature,"
-            " certificate, issuer, audience or expiry)"
-        )
-    if error == "insufficient_scope":
-        scope = params.get("scope") or "the requested scope"
-        return f" (error=insufficient_scope: the token from {realm} does not grant {scope})"
-    return f" (error={error})"
-
-
 class RegistryClient:
     """A client for one registry host (``host[:port]``, the API host, not ``docker.io``).
 
     Use as a context manager or call :meth:`close`. ``timeout`` is in seconds
-    per network operation.
+    per network operation. ``credentials``: use these instead of searching
+    ``keychain`` (default: a :class:`Keychain` of the process environment),
+    which is read once, when the registry first asks for authentication.
+    ``tokens``: the Bearer token cache (default: one of its own; share one to
+    share tokens between clients).
     """
 
     def __init__(
@@ -126,13 +117,21 @@ class RegistryClient:
         scheme: Literal["http", "https"] | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        credentials: Credentials | None = None,
+        keychain: Keychain | None = None,
+        tokens: TokenCache | None = None,
     ) -> None:
         self.host = host
         self.base_url = f"{scheme or default_scheme(host)}://{host}"
         self._client = httpx.Client(
             timeout=timeout, transport=transport, headers={"User-Agent": "pytest-containers"}
         )
-        self._tokens: dict[str, str] = {}
+        self._keychain = keychain or Keychain()
+        given = Lookup(credentials, ("credentials given to the client",))
+        self._lookup = given if credentials else None
+        self._tokens = tokens or TokenCache()
+        #: what the registry asked for: None (nothing yet), "basic", or ("bearer", realm, service)
+        self._scheme: str | tuple[str, str, str] | None = None
 
     @classmethod
     def for_reference(cls, reference: Reference, **kwargs: object) -> RegistryClient:
@@ -154,20 +153,19 @@ class RegistryClient:
     def _request(
         self, path: str, *, scope: str | None, headers: dict[str, str] | None = None
     ) -> Iterator[httpx.Response]:
-        """GET ``path`` (streamed), doing the Bearer token dance once on 401."""
+        """GET ``path`` (streamed), authenticating once on 401 (see the module docstring)."""
         url = self.base_url + path
         headers = dict(headers or {})
         for attempt in range(2):
-            token = self._tokens.get(scope or "")
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
+            authorization = self._authorization(url, scope)
+            if authorization:
+                headers["Authorization"] = authorization
             with _map_httpx_errors(url):
                 request = self._client.build_request("GET", url, headers=headers)
                 response = self._client.send(request, stream=True, follow_redirects=True)
             try:
-                if response.status_code == 401 and attempt == 0:
-                    challenge = response.headers.get("WWW-Authenticate", "")
-                    self._authenticate(url, challenge, scope)
+                if response.status_code == 401 and attempt == 0 and self._scheme != "basic":
+                    self._authenticate(url, response.headers.get("WWW-Authenticate", ""), scope)
                     continue
                 yield response
                 return
@@ -175,52 +173,109 @@ class RegistryClient:
                 response.close()
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _credentials(self) -> Credentials | None:
+        if self._lookup is None:
+            self._lookup = self._keychain.lookup(self.host)
+        return self._lookup.credentials
+
+    def _authorization(self, url: str, scope: str | None) -> str | None:
+        """The ``Authorization`` to send before any challenge, once the scheme is known."""
+        if self._scheme == "basic":
+            credentials = self._credentials()
+            return credentials.basic_authorization if credentials else None
+        if isinstance(self._scheme, tuple):
+            _, realm, service = self._scheme
+            token = self._tokens.get(realm, service, scope or "")
+            return f"Bearer {token or self._fetch_token(url, realm, service, scope)}"
+        return None
+
     def _authenticate(self, url: str, challenge: str, scope: str | None) -> None:
-        scheme, params = _parse_challenge(challenge)
-        if scheme != "bearer" or "realm" not in params:
-            raise AuthenticationError(
-                f"{url} requires {scheme or 'unknown'} authentication and no credentials are"
-                f" configured (WWW-Authenticate: {challenge!r})",
-                url=url,
-                status=401,
-            )
-        query = {k: v for k, v in params.items() if k in ("service", "scope")}
+        """Act on a 401's challenges: prefer Bearer, then Basic; else fail."""
+        challenges = parse_challenges(challenge)
+        bearer = find_challenge(challenges, "bearer")
+        if bearer is not None and "realm" in bearer.params:
+            realm, service = bearer.params["realm"], bearer.params.get("service", "")
+            self._scheme = ("bearer", realm, service)
+            self._tokens.discard(realm, service, scope or "")  # rejected or absent
+            self._fetch_token(url, realm, service, scope or bearer.params.get("scope"))
+            return
+        basic = find_challenge(challenges, "basic")
+        if basic is not None:
+            if self._credentials() is None:
+                raise AuthenticationError(
+                    f"registry {self.host} requires Basic authentication"
+                    f" (realm {basic.params.get('realm', '')!r}) and no credentials were found"
+                    f" for {self.host}; looked in: {self._searched()}",
+                    url=url,
+                    status=401,
+                )
+            self._scheme = "basic"
+            return
+        schemes = ", ".join(c.scheme for c in challenges) or "unknown"
+        raise AuthenticationError(
+            f"{url} requires {schemes} authentication, which is not supported"
+            f" (WWW-Authenticate: {challenge!r})",
+            url=url,
+            status=401,
+        )
+
+    def _searched(self) -> str:
+        return "; ".join(self._lookup.searched) if self._lookup else "nowhere"
+
+    def _who(self) -> str:
+        credentials = self._credentials()
+        if credentials is None:
+            return "anonymously"
+        return f"as {credentials.username!r} (credentials from {credentials.source})"
+
+    def _fetch_token(self, url: str, realm: str, service: str, scope: str | None) -> str:
+        """Get a token from ``realm`` (token.md "Requesting a Token"), cache and return it."""
+        credentials = self._credentials()
+        query = {"service": service} if service else {}
         if scope:
             query["scope"] = scope
-        realm = params["realm"]
-        wanted = f" for {query['scope']}" if query.get("scope") else ""
+        wanted = f" for {scope}" if scope else ""
+        asked = f"(the Bearer realm registry {self.host} asked for at {url}, {self._who()})"
         try:
-            response = self._client.get(realm, params=query)
+            if credentials is not None and credentials.identity_token:  # oauth.md
+                form = {**query, "grant_type": "refresh_token", "client_id": "pytest-containers"}
+                form["refresh_token"] = credentials.identity_token
+                response = self._client.post(realm, data=form)
+            elif credentials is not None:
+                headers = {"Authorization": credentials.basic_authorization}
+                query["account"] = credentials.username
+                response = self._client.get(realm, params=query, headers=headers)
+            else:
+                response = self._client.get(realm, params=query)
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             raise RegistryUnavailableError(
-                f"token server unavailable at {realm} (the Bearer realm {url} asked for):"
-                f" {exc or type(exc).__name__}",
+                f"token server unavailable at {realm} {asked}: {exc or type(exc).__name__}",
                 url=realm,
             ) from exc
         except httpx.HTTPError as exc:
             raise AuthenticationError(
-                f"token request to {realm} (the Bearer realm {url} asked for) failed: {exc}",
-                url=realm,
-                status=None,
+                f"token request to {realm} {asked} failed: {exc}", url=realm, status=None
             ) from exc
         if response.status_code != 200:
             detail = response.text[:300].strip()
             raise AuthenticationError(
-                f"token request to {realm}{wanted} (the Bearer realm {url} asked for) was"
-                f" refused with HTTP {response.status_code}" + (f": {detail}" if detail else ""),
+                f"token request to {realm}{wanted} {asked} was refused with HTTP"
+                f" {response.status_code}" + (f": {detail}" if detail else ""),
                 url=realm,
                 status=response.status_code,
             )
         try:
             body = response.json()
             token = body.get("token") or body.get("access_token")
-        except ValueError:
+            expires_in = float(body["expires_in"]) if body.get("expires_in") else None
+        except (ValueError, TypeError, AttributeError):
             token = None
-        if not token:
+        if not token or not isinstance(token, str):
             raise AuthenticationError(
                 f"token response from {realm} has no token", url=realm, status=response.status_code
             )
-        self._tokens[scope or ""] = token
+        self._tokens.put(realm, service, scope or "", token, expires_in)
+        return token
 
     def _raise_for_status(self, response: httpx.Response, what: str, reference: str) -> None:
         status = response.status_code
@@ -237,7 +292,13 @@ class RegistryClient:
                 url=url,
             )
         if status in (401, 403):
-            why = _challenge_error(response.headers.get("WWW-Authenticate", ""))
+            why = challenge_error(response.headers.get("WWW-Authenticate", ""))
+            if self._scheme == "basic" and status == 401:
+                why = f" (registry {self.host} rejected the credentials {self._who()[3:]})"
+            elif self._scheme is not None:
+                why += f" (registry {self.host}, {self._who()})"
+                if self._credentials() is None:
+                    why += f"; no credentials were found, looked in: {self._searched()}"
             raise AuthenticationError(
                 f"access to {reference} denied: HTTP {status} from {url}{why}: {detail}",
                 url=url,
