@@ -6,7 +6,7 @@ On disk, under ``root``::
       oci-layout            {"imageLayoutVersion": "1.0.0"}
       index.json            one manifest descriptor per reference
       blobs/sha256/<hex>    manifests, configs, layers (content addressed)
-    snapshots/<hex>/        one unpacked layer per diffID, shared read-only
+    snapshots/<hex>/        one unpacked layer per chainID, shared read-only
     tmp/                    blobs being downloaded (renamed into blobs/ once verified)
     locks/                  filelock files (index.json, one per snapshot)
 
@@ -29,7 +29,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -264,44 +264,57 @@ class Store:
 
     # -- snapshots ------------------------------------------------------------
 
-    def snapshot_path(self, diff_id: str) -> Path:
-        """``<root>/snapshots/<hex of diffID>`` (whether or not it exists)."""
-        return self.snapshots_dir / digest_hex(diff_id)
+    def snapshot_path(self, chain_id: str) -> Path:
+        """``<root>/snapshots/<hex of chainID>`` (whether or not it exists).
+
+        Snapshots are keyed by chainID (image-spec ``config.md`` "Layer
+        ChainID"), not diffID: a layer is unpacked over its parents (hardlinks
+        to lower files copied up, lower directory metadata copied, lower
+        symlinks followed), so its snapshot depends on the layers below. The
+        base layer's chainID is its diffID.
+        """
+        return self.snapshots_dir / digest_hex(chain_id)
 
     def snapshots(self, image: Image) -> list[Path]:
         """The unpacked layer directories of ``image``, base first.
 
-        Missing snapshots are unpacked now, each once even across processes
-        (a filelock per diffID), into a temp directory renamed into place only
-        after the diffID returned by ``unpack_layer`` equals the config's.
-        Raises :class:`DigestMismatchError` on a diffID mismatch (temp removed),
-        :class:`ImageError` if layers and diffIDs do not pair up.
+        Missing snapshots are unpacked now, base first, each over the
+        snapshots below it and once even across processes (a filelock per
+        chainID), into a temp directory renamed into place only after the
+        diffID returned by ``unpack_layer`` equals the config's.
+        Raises :class:`DigestMismatchError` on a diffID mismatch,
+        :class:`ImageError` if layers and diffIDs do not pair up or a layer
+        cannot be unpacked; a failed unpack leaves no directory behind.
         """
         layers, diff_ids = image.layers, image.config.diff_ids
         if len(layers) != len(diff_ids):
             raise ImageError(
                 f"{image.reference}: {len(layers)} layers but {len(diff_ids)} diff_ids in config"
             )
-        return [
-            self._snapshot(layer, diff_id) for layer, diff_id in zip(layers, diff_ids, strict=True)
-        ]
+        result: list[Path] = []
+        for layer, diff_id, chain_id in zip(layers, diff_ids, chain_ids(diff_ids), strict=True):
+            result.append(self._snapshot(layer, diff_id, chain_id, result))
+        return result
 
-    def _snapshot(self, layer: Descriptor, diff_id: str) -> Path:
-        final = self.snapshot_path(diff_id)
+    def _snapshot(
+        self, layer: Descriptor, diff_id: str, chain_id: str, parents: list[Path]
+    ) -> Path:
+        final = self.snapshot_path(chain_id)
         if final.is_dir():
             return final
         from pytest_containers.image.unpack import unpack_layer
 
-        lock = filelock.FileLock(self._locks_dir / f"snapshot-{digest_hex(diff_id)}.lock")
+        key = digest_hex(chain_id)
+        lock = filelock.FileLock(self._locks_dir / f"snapshot-{key}.lock")
         with lock.acquire(timeout=LOCK_TIMEOUT):
             if final.is_dir():
                 return final
-            tmp = Path(
-                tempfile.mkdtemp(prefix=f".tmp-{digest_hex(diff_id)[:12]}-", dir=self.snapshots_dir)
-            )
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=self.snapshots_dir))
             try:
                 with self.blob_path(layer.digest).open("rb") as src:
-                    actual = unpack_layer(src, tmp, layer.media_type, digest=layer.digest)
+                    actual = unpack_layer(
+                        src, tmp, layer.media_type, digest=layer.digest, parents=list(parents)
+                    )
                 if actual != diff_id:
                     raise DigestMismatchError(
                         f"layer {layer.digest} unpacks to diffID {actual}, config says {diff_id}",
@@ -314,6 +327,17 @@ class Store:
                 _rmtree(tmp)
                 raise
         return final
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """The chainID of each layer, base first (image-spec ``config.md``):
+    ``ChainID(L0) = DiffID(L0)``, ``ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))``."""
+    result: list[str] = []
+    for diff_id in diff_ids:
+        if result:
+            diff_id = digest_of(f"{result[-1]} {diff_id}".encode())
+        result.append(diff_id)
+    return result
 
 
 def _ref_name(entry: dict[str, Any]) -> str | None:

@@ -7,6 +7,15 @@ The image is built with umoci on a temporary OCI layout: layer 1 by
 add-layer``. Each layer is unpacked into its own snapshot, the snapshots are
 mounted as overlay lowerdirs, and the merged tree must equal umoci's rootfs.
 Needs root, overlayfs and umoci; every mount is undone in a ``finally``.
+
+The same image recompressed with ``skopeo copy --dest-compress-format zstd``
+must unpack to the same tree. Then one small hand-made image per issue
+case (cross-layer hardlinks, opaque markers first or last, directories
+replaced by symlinks, escapes against a canary directory outside the rootfs,
+type changes, long names, modes, devices, capabilities): each is unpacked
+both ways, by ``umoci raw add-layer`` + ``umoci unpack`` and by
+``unpack_layer`` per layer with its parents, and the merged overlay must
+equal umoci's rootfs (or both must refuse the image).
 """
 
 from __future__ import annotations
@@ -20,12 +29,15 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from pytest_containers.exceptions import ImageError
 from pytest_containers.image.unpack import unpack_layer
 
 pytestmark = [
@@ -181,9 +193,10 @@ def snapshots(image: Image) -> list[Path]:
     return result
 
 
-@pytest.fixture
-def merged(image: Image, snapshots: list[Path]) -> Iterator[Path]:
-    top = Path(tempfile.mkdtemp(prefix="ptc-overlay-", dir=image.work))
+@contextmanager
+def overlay(work: Path, snapshots: list[Path]) -> Iterator[Path]:
+    """The snapshots (base first) mounted as overlay lowerdirs; unmounted on exit."""
+    top = Path(tempfile.mkdtemp(prefix="ptc-overlay-", dir=work))
     upper, workdir, mnt = top / "upper", top / "work", top / "mnt"
     for path in (upper, workdir, mnt):
         path.mkdir()
@@ -195,6 +208,12 @@ def merged(image: Image, snapshots: list[Path]) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(mnt)]).returncode != 0:
             subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.fixture
+def merged(image: Image, snapshots: list[Path]) -> Iterator[Path]:
+    with overlay(image.work, snapshots) as mnt:
+        yield mnt
 
 
 def describe(root: Path) -> dict[str, tuple]:
@@ -220,7 +239,7 @@ def describe(root: Path) -> dict[str, tuple]:
                     sorted(
                         (x, os.getxattr(path, x))
                         for x in os.listxattr(path)
-                        if x.startswith("user.")
+                        if x.startswith("user.") or x == "security.capability"
                     )
                 )
             mtime = None if stat.S_ISDIR(kind) else int(st.st_mtime)
@@ -281,3 +300,263 @@ def test_snapshots_use_overlay_whiteouts(snapshots: list[Path]) -> None:
     assert os.getxattr(third / "var/lib/app", "trusted.overlay.opaque") == b"y"
     assert stat.S_ISCHR(os.lstat(third / "etc/shadow").st_mode)
     assert not os.path.lexists(base / "etc/.wh.hosts")
+
+
+def test_zstd_layers_equal_gzip_rootfs(image: Image, tmp_path: Path) -> None:
+    """skopeo recompresses the image's layers with zstd; same diffIDs, same tree."""
+    zstd_layout = tmp_path / "zstd"
+    run(
+        "skopeo", "copy", "--dest-compress-format", "zstd",
+        f"oci:{image.work / 'layout'}:{TAG}", f"oci:{zstd_layout}:{TAG}",
+    )  # fmt: skip
+    index = json.loads((zstd_layout / "index.json").read_text())
+    manifest = json.loads(blob(zstd_layout, index["manifests"][0]["digest"]).read_text())
+    snapshots: list[Path] = []
+    for layer, diff_id in zip(manifest["layers"], image.diff_ids, strict=True):
+        assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+        path = blob(zstd_layout, layer["digest"])
+        assert path.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+        dest = tmp_path / f"ptc-snap{len(snapshots)}"
+        dest.mkdir()
+        with path.open("rb") as src:
+            got = unpack_layer(src, dest, layer["mediaType"], digest=layer["digest"],
+                               diff_id=diff_id, parents=snapshots)  # fmt: skip
+        assert got == diff_id
+        snapshots.append(dest)
+    with overlay(tmp_path, snapshots) as mnt:
+        assert describe(mnt) == describe(image.oracle)
+        assert hardlink_groups(mnt) == hardlink_groups(image.oracle)
+
+
+# --- one small image per case, against umoci --------------------------------
+
+Entry = tuple[tarfile.TarInfo, bytes]
+
+
+def e(
+    name: str,
+    kind: str = "f",
+    data: bytes = b"",
+    *,
+    link: str = "",
+    mode: int | None = None,
+    owner: tuple[int, int] = (0, 0),
+    pax: dict[str, str] | None = None,
+    dev: tuple[int, int] = (0, 0),
+) -> Entry:
+    types = {"f": tarfile.REGTYPE, "d": tarfile.DIRTYPE, "l": tarfile.SYMTYPE,
+             "h": tarfile.LNKTYPE, "c": tarfile.CHRTYPE, "b": tarfile.BLKTYPE}  # fmt: skip
+    info = tarfile.TarInfo(name)
+    info.type = types[kind]
+    info.mode = mode if mode is not None else (0o755 if kind == "d" else 0o644)
+    info.uid, info.gid = owner
+    info.mtime = 1_650_000_000
+    info.linkname = link
+    info.devmajor, info.devminor = dev
+    info.pax_headers = dict(pax or {})
+    info.size = len(data) if kind == "f" else 0
+    return info, data
+
+
+def tar_bytes(entries: list[Entry], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return buf.getvalue()
+
+
+@dataclass
+class Result:
+    tree: dict[str, tuple] | None  # None: refused
+    links: set[frozenset[str]]
+    error: str = ""
+
+
+def umoci_result(work: Path, layers: list[bytes]) -> Result:
+    layout, ref = work / "layout", f"{work / 'layout'}:{TAG}"
+    run("umoci", "init", "--layout", layout)
+    run("umoci", "new", "--image", ref)
+    for index, data in enumerate(layers):
+        (work / f"layer{index}.tar").write_bytes(data)
+        run("umoci", "raw", "add-layer", "--image", ref, work / f"layer{index}.tar")
+    done = subprocess.run(["umoci", "unpack", "--image", ref, str(work / "bundle")],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        return Result(None, set(), done.stderr)
+    rootfs = work / "bundle" / "rootfs"
+    return Result(describe(rootfs), hardlink_groups(rootfs))
+
+
+@contextmanager
+def ours(work: Path, layers: list[bytes]) -> Iterator[Result | Path]:
+    """Our snapshots, mounted; yields the mount point, or a refused Result."""
+    snapshots: list[Path] = []
+    for index, data in enumerate(layers):
+        dest = work / f"ptc-snap{index}"
+        dest.mkdir()
+        try:
+            unpack_layer(io.BytesIO(data), dest, "application/vnd.oci.image.layer.v1.tar",
+                         digest=f"sha256:{hashlib.sha256(data).hexdigest()}",
+                         parents=snapshots)  # fmt: skip
+        except ImageError as exc:
+            assert os.listdir(dest) == []  # a failed unpack leaves nothing behind
+            yield Result(None, set(), str(exc))
+            return
+        snapshots.append(dest)
+    with overlay(work, snapshots) as mnt:
+        yield mnt
+
+
+def tree_state(root: Path) -> set[tuple]:
+    return {(p, *v) for p, v in describe(root).items()}
+
+
+CANARY = f"ptc-canary-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def canary(tmp_path: Path) -> Iterator[Path]:
+    """A directory outside every rootfs of the test, with a file; must stay untouched."""
+    path = Path(tempfile.gettempdir()) / CANARY
+    path.mkdir(exist_ok=True)
+    (path / "hostname").write_text("canary\n")
+    before = tree_state(path)
+    yield path
+    try:
+        assert tree_state(path) == before, "something was written outside the rootfs"
+    finally:
+        shutil.rmtree(path)
+
+
+CAP = "\x01\x00\x00\x02" + "\x20\x00\x00\x00" + "\x00" * 12  # cap_net_bind_service
+
+
+def cases(canary: Path) -> dict[str, list[list[Entry]]]:
+    out = str(canary)
+    long_dir = "/".join(["d" * 70, "e" * 70])
+    return {
+        "hardlinks_to_rewritten_file": [
+            [e("keep", data=b"k")],
+            [e("t1", data=b"old"), e("t2", "h", link="t1"), e("t3", "h", link="t1")],
+            [e("t1", data=b"new")],
+        ],
+        "hardlinks_across_layers": [
+            [e("t1", data=b"old", mode=0o640, owner=(7, 8)), e("x", data=b"x")],
+            [e("t2", "h", link="t1"), e("t3", "h", link="/t1"), e("x", "h", link="t1")],
+            [e("t1", data=b"new")],
+        ],
+        "hardlink_name_exists": [
+            [e("a", data=b"a"), e("b", data=b"b")],
+            [e("c", data=b"c"), e("c", "h", link="a"), e("b", "h", link="a")],
+        ],
+        "opaque_last": [
+            [e("a/b/foo", data=b"foo"), e("a/keep", data=b"k")],
+            [e("a/new", data=b"n"), e("a/sub/x", data=b"x"), e("a/.wh..wh..opq")],
+        ],
+        "opaque_first": [
+            [e("a/b/foo", data=b"foo"), e("a/keep", data=b"k")],
+            [e("a/.wh..wh..opq"), e("a/new", data=b"n"), e("a/sub/x", data=b"x")],
+        ],
+        "opaque_after_copy_up": [
+            [e("a/b/foo", data=b"foo"), e("a/keep", data=b"k")],
+            [e("a/h", "h", link="a/b/foo"), e("a/.wh..wh..opq")],
+        ],
+        "dir_to_symlink_then_whiteouts": [
+            [e("d/x", data=b"x"), e("d/y", data=b"y"), e("t/x", data=b"tx")],
+            [e("d", "l", link=out), e("d/.wh.x"), e("d/.wh.y"), e("e", "l", link="t"),
+             e("e/.wh.x")],
+        ],
+        "escape_dot_symlink": [[e(".", "l", link=out)], [e("hostname", data=b"pwned")]],
+        "escape_relative_symlink": [
+            [e("up", "l", link="../../.."), e("in/deep", "l", link="../../../..")],
+            [e("up/hostname", data=b"pwned"), e("in/deep/x", data=b"x")],
+        ],
+        "escape_dotdot_and_absolute_names": [
+            [e("../up.txt", data=b"up"), e("/abs.txt", data=b"abs"), e(f"{out}/f", data=b"in")],
+        ],
+        "escape_hardlink_dotdot_missing": [[e("h", "h", link="../../../etc/hostname")]],
+        "escape_hardlink_dotdot": [
+            [e("etc/hostname", data=b"inside")],
+            [e("h", "h", link="../../../etc/hostname")],
+        ],
+        "escape_symlink_dir_then_dir": [
+            [e("l", "l", link=out)],
+            [e("l/sub", "d"), e("l/sub/f", data=b"f"), e("l/hostname", data=b"pwned")],
+        ],
+        "lower_symlink_followed": [
+            [e("usr/lib", "d"), e("lib", "l", link="usr/lib"), e("abs", "l", link="/usr")],
+            [e("lib/x", data=b"x"), e("abs/lib/y", data=b"y")],
+        ],
+        "type_changes": [
+            [e("a/x", data=b"x"), e("b", data=b"b"), e("c/x", data=b"x"), e("s", "l", link="a"),
+             e("f", data=b"f")],
+            [e("a", data=b"now a file"), e("b", "d"), e("b/y", data=b"y"), e("c", "l", link="a"),
+             e("s", "d"), e("s/z", data=b"z"), e("f/.wh.x"), e("f/.wh..wh..opq"),
+             e("nothere/.wh.x")],
+            [e("a/.wh.x"), e("c/.wh.q")],
+        ],
+        "long_names_pax": [
+            [e(f"{long_dir}/{'f' * 90}", data=b"long"),
+             e("sym", "l", link=f"{long_dir}/{'f' * 90}"),
+             e(f"{long_dir}/hl-{'h' * 100}", "h", link=f"{long_dir}/{'f' * 90}")],
+        ],
+        "modes_and_owners": [
+            [e("bin", "d"), e("bin/su", data=b"su", mode=0o4755, owner=(1000, 1000)),
+             e("bin/wall", data=b"w", mode=0o2755, owner=(0, 5)),
+             e("tmp", "d", mode=0o1777), e("srv", "d", mode=0o2770, owner=(1000, 100)),
+             e("bin/both", data=b"b", mode=0o6711, owner=(3, 4))],
+            [e("bin/su", data=b"su2", mode=0o4750, owner=(0, 1000)), e("srv/f", data=b"f")],
+        ],
+        "devices": [
+            [e("dev", "d"), e("dev/null", "c", mode=0o666, dev=(1, 3)),
+             e("dev/loop0", "b", mode=0o660, owner=(0, 6), dev=(7, 0))],
+        ],
+        "capability_xattr": [
+            [e("ping", data=b"elf", mode=0o755, pax={"SCHILY.xattr.security.capability": CAP,
+                                                     "SCHILY.xattr.user.x": "y"})],
+        ],
+    }  # fmt: skip
+
+
+GNU_CASES = {"long_names_gnu": "long_names_pax"}
+CASE_NAMES = [*cases(Path("/x")), *GNU_CASES]
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_case_equals_umoci(case: str, canary: Path, tmp_path: Path) -> None:
+    fmt = tarfile.GNU_FORMAT if case in GNU_CASES else tarfile.PAX_FORMAT
+    layers = [tar_bytes(entries, fmt) for entries in cases(canary)[GNU_CASES.get(case, case)]]
+    work = Path(tempfile.mkdtemp(prefix="ptc-case-", dir=tmp_path))
+    (work / "umoci").mkdir()
+    oracle = umoci_result(work / "umoci", layers)
+    with ours(work, layers) as got:
+        if oracle.tree is None:
+            assert isinstance(got, Result), f"umoci refused ({oracle.error}), we did not"
+            return
+        assert isinstance(got, Path), f"we refused: {getattr(got, 'error', '')}"
+        tree = describe(got)
+        assert sorted(set(tree) ^ set(oracle.tree)) == []
+        assert {p: (tree[p], oracle.tree[p]) for p in tree if tree[p] != oracle.tree[p]} == {}
+        assert hardlink_groups(got) == oracle.links
+        CHECKS.get(case, lambda _m: None)(got)
+
+
+def _check_rewritten(mnt: Path) -> None:
+    t2, t3 = os.lstat(mnt / "t2"), os.lstat(mnt / "t3")
+    assert t2.st_ino == t3.st_ino and t2.st_nlink >= 2
+    assert (mnt / "t2").read_bytes() == b"old" and (mnt / "t1").read_bytes() == b"new"
+
+
+def _check_opaque(mnt: Path) -> None:
+    assert sorted(str(p.relative_to(mnt / "a")) for p in (mnt / "a").rglob("*")) == [
+        "new", "sub", "sub/x"
+    ]  # fmt: skip
+
+
+CHECKS: dict[str, Callable[[Path], None]] = {
+    "hardlinks_to_rewritten_file": _check_rewritten,
+    "hardlinks_across_layers": _check_rewritten,
+    "opaque_last": _check_opaque,
+    "opaque_first": _check_opaque,
+}
