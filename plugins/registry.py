@@ -93,6 +93,19 @@ auth:
 """
 
 
+#: ``middleware.storage`` ``redirect`` (distribution's storage middleware docs): blob
+#: GETs answer ``307`` to ``baseurl``'s scheme and host with the path of the blob's
+#: data in the storage tree (``/docker/registry/v2/blobs/sha256/<2 hex>/<hex>/data``;
+#: 2.8.2 drops any path of ``baseurl``).
+_REDIRECT_MIDDLEWARE = """\
+middleware:
+  storage:
+    - name: redirect
+      options:
+        baseurl: {baseurl}
+"""
+
+
 class TokenAuthority(Protocol):
     """What the registry's ``auth.token`` section needs from a token server.
 
@@ -132,6 +145,10 @@ class RegistryServer:
     server; every request then needs a Bearer token from its realm.
     ``htpasswd``: run in Basic-auth mode with this bcrypt htpasswd file (read when
     the registry starts); every request then needs a listed user's password.
+    ``redirect_baseurl``: enable the ``redirect`` storage middleware, so blob reads
+    are redirected (``307``) to this URL (``http://HOST:PORT``) plus the blob data's
+    path under :attr:`storage`; serve :attr:`storage` there (e.g. with
+    :class:`pytest_containers.plugins.file_server.FileServer`).
     """
 
     def __init__(
@@ -141,6 +158,7 @@ class RegistryServer:
         allow_schema1: bool = False,
         token_server: TokenAuthority | None = None,
         htpasswd: Path | None = None,
+        redirect_baseurl: str | None = None,
     ) -> None:
         if token_server is not None and htpasswd is not None:
             raise ValueError("a registry has one auth mode: token_server or htpasswd, not both")
@@ -148,6 +166,7 @@ class RegistryServer:
         self.binary = binary
         self.allow_schema1 = allow_schema1
         self.token_server = token_server
+        self.redirect_baseurl = redirect_baseurl
         self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         (self.workdir / "owner").write_text(f"{os.getpid()}\n")
         self.storage = self.workdir / "storage"
@@ -184,6 +203,8 @@ class RegistryServer:
             )
         if self.htpasswd is not None:
             text += _HTPASSWD_AUTH.format(realm=HTPASSWD_REALM, path=Path(self.htpasswd).resolve())
+        if self.redirect_baseurl is not None:
+            text += _REDIRECT_MIDDLEWARE.format(baseurl=self.redirect_baseurl)
         config.write_text(text)
         with self._log.open("wb") as log:
             self._process = subprocess.Popen(

@@ -32,9 +32,11 @@ loopback), ``https`` otherwise.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import email.utils
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import httpx
 
@@ -64,6 +66,9 @@ from pytest_containers.image.reference import Reference
 #: Largest manifest accepted, in bytes (distribution's own limit is 4 MiB).
 MANIFEST_MAX_BYTES = 4 * 1024 * 1024
 CHUNK_BYTES = 1 << 20
+#: Redirects followed for one blob read (distribution sends one 307 to its storage).
+MAX_REDIRECTS = 5
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 def default_scheme(host: str) -> Literal["http", "https"]:
@@ -97,6 +102,35 @@ def _map_httpx_errors(url: str) -> Iterator[None]:
         ) from exc
     except httpx.HTTPError as exc:
         raise RegistryError(f"request to {url} failed: {exc}", url=url, status=None) from exc
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of ``url``, the default port made explicit (RFC 6454)."""
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
+def _content_range(value: str) -> tuple[int | None, int | None]:
+    """``bytes FIRST-LAST/TOTAL`` or ``bytes */TOTAL`` (RFC 9110 section 14.4) ->
+    ``(FIRST, TOTAL)``, each ``None`` when ``*`` or unreadable."""
+    unit, _, rest = value.strip().partition(" ")
+    span, _, total = rest.partition("/")
+    first = span.split("-", 1)[0].strip()
+    return (
+        int(first) if unit == "bytes" and first.isdigit() else None,
+        int(total) if unit == "bytes" and total.strip().isdigit() else None,
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds asked by ``Retry-After`` (RFC 9110 section 10.2.3: delay-seconds or an
+    HTTP-date), ``None`` when absent or unreadable."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return float(value)
+    parsed = email.utils.parsedate_tz(value) if value else None
+    if parsed is None:
+        return None
+    return max(email.utils.mktime_tz(parsed) - time.time(), 0.0)
 
 
 class RegistryClient:
@@ -369,28 +403,350 @@ class RegistryClient:
 
         return _retry.registry_request(once)
 
-    def fetch_blob(self, repository: str, descriptor: Descriptor, dest: BinaryIO) -> int:
-        """Stream ``GET /v2/<repository>/blobs/<digest>`` into ``dest``; return bytes written.
+    def fetch_blob(
+        self, repository: str, descriptor: Descriptor, dest: BinaryIO, *, offset: int = 0
+    ) -> int:
+        """Stream ``GET /v2/<repository>/blobs/<digest>`` into ``dest``; return the
+        bytes of the blob ``dest`` holds in the end (``offset`` plus those written).
 
-        Stops with :class:`DigestMismatchError` as soon as more than
-        ``descriptor.size`` bytes arrive. The caller verifies size and digest
-        of what was written (see :meth:`Store.ingest`). Not retried here: a
-        retry needs a fresh ``dest``.
+        ``offset``: ``dest`` already holds the blob's first ``offset`` bytes (a
+        download cut short earlier); only the rest is asked for.
+
+        Redirects (distribution answers blob reads with a 307 to its storage when
+        configured so) are followed here, at most ``MAX_REDIRECTS``; the registry's
+        ``Authorization`` goes to the registry's own origin only, never to another
+        host, and only the registry's 401 challenges are answered.
+
+        Resumes: a transient failure (connection refused or cut short, timeout,
+        HTTP 408, 429, 5xx) is retried under
+        :func:`pytest_containers._retry.resumable_download` (a 429's or 503's
+        ``Retry-After`` honoured, capped), each attempt asking for the rest with
+        ``Range: bytes=<held>-`` (RFC 9110 section 14.2): a ``206`` from that byte
+        is appended; a ``200`` (Range ignored) restarts from byte 0, the bytes
+        already held being read and dropped; a ``416`` with ``Content-Range:
+        bytes */N`` and N equal to the bytes held means nothing is missing (its
+        body is never read: distribution 2.8.2 sends it with the blob's size as
+        ``Content-Length``). Bytes are taken as sent (``Accept-Encoding: identity``,
+        no content decoding).
+
+        Raises :class:`DigestMismatchError` as soon as more than
+        ``descriptor.size`` bytes arrive, or when the server says the blob is
+        shorter than the bytes held. The caller verifies size and digest of all
+        that ``dest`` holds (see :meth:`Store.ingest`).
         """
+        if not 0 <= offset <= descriptor.size:
+            raise ValueError(f"offset {offset} is outside blob of {descriptor.size} bytes")
         path = f"/v2/{repository}/blobs/{descriptor.digest}"
-        written = 0
-        with self._request(path, scope=f"repository:{repository}:pull") as resp:
-            self._raise_for_status(resp, "blob", f"{repository}@{descriptor.digest}")
-            with _map_httpx_errors(str(resp.request.url)):
-                for chunk in resp.iter_bytes(CHUNK_BYTES):
-                    written += len(chunk)
-                    if written > descriptor.size:
-                        raise DigestMismatchError(
-                            f"blob {descriptor.digest} of {repository} is larger than its"
-                            f" descriptor's {descriptor.size} bytes",
-                            digest=descriptor.digest,
-                            actual=None,
-                            size=written,
+        name = f"{repository}@{descriptor.digest}"
+        held = offset
+
+        def once() -> None:
+            nonlocal held
+            headers = {"Accept-Encoding": "identity"}
+            if held:
+                headers["Range"] = f"bytes={held}-"
+            with self._blob_response(path, f"repository:{repository}:pull", headers) as resp:
+                url = str(resp.request.url)
+                if resp.status_code == 416 and held:
+                    self._check_complete(resp, descriptor, held, name)
+                    return
+                self._raise_for_blob_status(resp, name)
+                skip = held if resp.status_code == 200 else 0
+                if resp.status_code == 206:
+                    first, _ = _content_range(resp.headers.get("Content-Range", ""))
+                    if first != held:
+                        raise RegistryError(
+                            f"asked {url} for blob {name} from byte {held}, got Content-Range"
+                            f" {resp.headers.get('Content-Range')!r}",
+                            url=url,
+                            status=206,
                         )
-                    dest.write(chunk)
-        return written
+                with _map_httpx_errors(url):
+                    for chunk in resp.iter_raw():  # as received: a cut loses nothing
+                        if skip:  # the server ignored Range: drop what we hold already
+                            dropped, skip = min(skip, len(chunk)), skip - min(skip, len(chunk))
+                            chunk = chunk[dropped:]
+                        if held + len(chunk) > descriptor.size:
+                            raise DigestMismatchError(
+                                f"blob {descriptor.digest} of {repository} is larger than its"
+                                f" descriptor's {descriptor.size} bytes",
+                                digest=descriptor.digest,
+                                actual=None,
+                                size=held + len(chunk),
+                            )
+                        if chunk:
+                            dest.write(chunk)
+                            held += len(chunk)
+
+        _retry.resumable_download(once, lambda: held)
+        return held
+
+    @contextlib.contextmanager
+    def _blob_response(
+        self, path: str, scope: str, headers: dict[str, str]
+    ) -> Iterator[httpx.Response]:
+        """GET ``path`` (streamed) for :meth:`fetch_blob`, following redirects here.
+
+        Authenticates once on the registry's 401 as :meth:`_request` does. Each hop
+        carries ``headers`` (``Range`` included); ``Authorization`` only while the
+        URL has the registry's origin (scheme, host, port): httpx 0.28 would strip
+        it too, but not on an ``http`` to ``https`` hop to the same host, and older
+        versions not at all. A 401 from any other origin is an error, never
+        answered with credentials.
+        """
+        start = httpx.URL(self.base_url + path)
+        home = _origin(start)
+        for attempt in range(2):
+            url = start
+            authorization = self._authorization(str(start), scope)
+            for _hop in range(MAX_REDIRECTS + 1):
+                sent = dict(headers)
+                if authorization and _origin(url) == home:
+                    sent["Authorization"] = authorization
+                with _map_httpx_errors(str(url)):
+                    request = self._client.build_request("GET", url, headers=sent)
+                    response = self._client.send(request, stream=True, follow_redirects=False)
+                location = response.headers.get("Location")
+                if response.status_code not in _REDIRECT_STATUSES or not location:
+                    break
+                response.close()
+                try:
+                    url = url.join(location)
+                except httpx.InvalidURL as exc:
+                    raise RegistryError(
+                        f"{url} redirected to an invalid URL {location!r}: {exc}",
+                        url=str(url),
+                        status=response.status_code,
+                    ) from exc
+            else:
+                raise RegistryError(
+                    f"more than {MAX_REDIRECTS} redirects for {start} (last to {url})",
+                    url=str(url),
+                    status=response.status_code,
+                )
+            try:
+                if (
+                    response.status_code == 401
+                    and attempt == 0
+                    and self._scheme != "basic"
+                    and _origin(url) == home
+                ):
+                    challenge = response.headers.get("WWW-Authenticate", "")
+                    self._authenticate(str(start), challenge, scope)
+                    continue
+                yield response
+                return
+            finally:
+                response.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raise_for_blob_status(self, response: httpx.Response, name: str) -> None:
+        """Pass 200 and 206; raise for anything else. A registry's own 4xx raise as
+        in :meth:`_raise_for_status`; other statuses (transient ones with their
+        ``retry_after`` in seconds, any from a storage host) as :class:`RegistryError`."""
+        status = response.status_code
+        if status in (200, 206):
+            return
+        url = str(response.request.url)
+        at_registry = _origin(response.url) == _origin(httpx.URL(self.base_url))
+        with _map_httpx_errors(url):
+            if at_registry and status >= 400 and status not in _retry.TRANSIENT_STATUSES:
+                self._raise_for_status(response, "blob", name)
+            response.read()
+        detail = response.text[:500].strip()
+        where = "" if at_registry else f" (storage that registry {self.host} redirected to)"
+        raise RegistryError(
+            f"HTTP {status} from {url}{where} for blob {name}" + (f": {detail}" if detail else ""),
+            url=url,
+            status=status,
+            retry_after=_retry_after(response),
+        )
+
+    def _check_complete(
+        self, response: httpx.Response, descriptor: Descriptor, held: int, name: str
+    ) -> None:
+        """Return if a 416 to ``Range: bytes=<held>-`` says the blob has ``held`` bytes
+        (``Content-Range: bytes */<held>``); raise otherwise. The body is not read."""
+        url = str(response.request.url)
+        content_range = response.headers.get("Content-Range", "")
+        _, total = _content_range(content_range)
+        if total == held:
+            return
+        if total is not None and total < held:
+            raise DigestMismatchError(
+                f"blob {name}: {url} says it has {total} bytes, fewer than the {held}"
+                f" already received (descriptor: {descriptor.size} bytes)",
+                digest=descriptor.digest,
+                actual=None,
+                size=total,
+            )
+        raise RegistryError(
+            f"HTTP 416 from {url} for blob {name} from byte {held}"
+            f" (Content-Range: {content_range!r})",
+            url=url,
+            status=416,
+        )
+
+    # -- push (distribution spec "Push") --------------------------------------
+
+    def _send(
+        self, method: str, url: str, repository: str, reference: str, **request: Any
+    ) -> httpx.Response:
+        """One request, read in full, to ``url`` (a ``/v2/...`` path or an absolute
+        ``Location``) needing push access to ``repository`` (``reference`` names
+        the target in errors), authenticated as GETs are (once more after a 401
+        challenge). ``request``: ``headers``, ``params``, and ``content``: bytes,
+        or a callable returning a fresh chunk iterator (called again for that
+        second try). HTTP >= 400 raises as for GETs (404: :class:`ManifestUnknownError`)."""
+        url = url if "://" in url else self.base_url + url
+        if request.get("params"):  # merged: a Location keeps its own query (``_state``)
+            url = str(httpx.URL(url).copy_merge_params(request.pop("params")))
+        scope = f"repository:{repository}:pull,push"
+        headers = dict(request.pop("headers", None) or {})
+        content = request.pop("content", b"")
+        what = "blob" if "/blobs/" in url else "manifest"
+        for attempt in range(2):
+            authorization = self._authorization(url, scope)
+            if authorization:
+                headers["Authorization"] = authorization
+            body = content() if callable(content) else content
+            with _map_httpx_errors(url):
+                response = self._client.request(
+                    method, url, headers=headers, content=body, **request
+                )
+            if response.status_code == 401 and attempt == 0 and self._scheme != "basic":
+                self._authenticate(url, response.headers.get("WWW-Authenticate", ""), scope)
+                continue
+            self._raise_for_status(response, what, reference)
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _check_pushed(response: httpx.Response, status: int, digest: str, what: str) -> str:
+        """Expect ``status`` and, when sent, ``Docker-Content-Digest: <digest>``;
+        return the ``Location`` header resolved against the request URL ("" if none)."""
+        url = str(response.request.url)
+        if response.status_code != status:
+            raise RegistryError(
+                f"{what}: expected HTTP {status} from {url}, got {response.status_code}",
+                url=url,
+                status=response.status_code,
+            )
+        sent = response.headers.get("Docker-Content-Digest")
+        if sent is not None and sent != digest:
+            raise DigestMismatchError(
+                f"{what}: registry at {url} stored digest {sent}, expected {digest}",
+                digest=digest,
+                actual=sent,
+                size=None,
+            )
+        location = response.headers.get("Location")
+        return str(response.request.url.join(location)) if location else ""
+
+    @staticmethod
+    def _chunks(open_blob: Callable[[], BinaryIO]) -> Iterator[bytes]:
+        with open_blob() as src:
+            while chunk := src.read(CHUNK_BYTES):
+                yield chunk
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        """``HEAD /v2/<repository>/blobs/<digest>`` (spec "Checking if content exists
+        in the registry"): whether the repository already has the blob."""
+
+        def once() -> bool:
+            try:
+                path = f"/v2/{repository}/blobs/{digest}"
+                self._send("HEAD", path, repository, f"{repository}@{digest}")
+            except ManifestUnknownError:
+                return False
+            return True
+
+        return _retry.registry_request(once)
+
+    def upload_blob(
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        open_blob: Callable[[], BinaryIO],
+        *,
+        chunk_bytes: int | None = None,
+        mount_from: str | None = None,
+    ) -> Literal["mounted", "uploaded"]:
+        """Push one blob (spec "Pushing blobs"); return whether it was mounted or uploaded.
+
+        ``POST /v2/<repository>/blobs/uploads/`` opens a session; with
+        ``mount_from`` it is ``?mount=<digest>&from=<mount_from>`` (spec "Mounting
+        a blob from another repository"): 201 means mounted, 202 a session as usual.
+        Monolithic (``chunk_bytes`` None): ``PUT <Location>?digest=<digest>`` with
+        the blob. Chunked: ``PATCH <Location>`` with ``Content-Range: <first>-<last>``
+        (inclusive byte offsets) per chunk of ``chunk_bytes`` bytes, each answer's
+        ``Location`` used next, then ``PUT <Location>?digest=<digest>`` with no body.
+        Expects 202 then 201; a ``Docker-Content-Digest`` other than the descriptor's
+        raises :class:`DigestMismatchError`. ``open_blob()`` returns the blob as a
+        fresh binary file. Not retried here: retry the whole call (a new session).
+        """
+        digest, ref = descriptor.digest, f"{repository}@{descriptor.digest}"
+        what = f"upload of blob {ref}"
+        mount = {"mount": digest, "from": mount_from} if mount_from else None
+        response = self._send(
+            "POST", f"/v2/{repository}/blobs/uploads/", repository, ref, params=mount
+        )
+        if response.status_code == 201 and mount_from:
+            self._check_pushed(response, 201, digest, what)
+            return "mounted"
+        url = self._check_pushed(response, 202, digest, what)
+        headers = {"Content-Type": "application/octet-stream"}
+        content: bytes | Callable[[], Iterator[bytes]] = b""
+        if chunk_bytes is None:
+            content = lambda: self._chunks(open_blob)  # noqa: E731
+            headers["Content-Length"] = str(descriptor.size)
+        else:
+            with open_blob() as src:
+                offset = 0
+                while chunk := src.read(chunk_bytes):
+                    last = offset + len(chunk) - 1
+                    ranged = {**headers, "Content-Range": f"{offset}-{last}"}
+                    response = self._send(
+                        "PATCH", url, repository, ref, headers=ranged, content=chunk
+                    )
+                    url, offset = self._check_pushed(response, 202, digest, what), last + 1
+        if not url:
+            raise RegistryError(
+                f"{what}: no Location from {response.request.url}",
+                url=str(response.request.url),
+                status=response.status_code,
+            )
+        params = {"digest": digest}
+        response = self._send(
+            "PUT", url, repository, ref, headers=headers, content=content, params=params
+        )
+        self._check_pushed(response, 201, digest, what)
+        return "uploaded"
+
+    def put_manifest(self, reference: Reference, data: bytes, media_type: str) -> str:
+        """``PUT /v2/<repository>/manifests/<tag or digest>`` with ``Content-Type:
+        <media_type>`` (spec "Pushing Manifests"), after every blob it references.
+
+        Returns the digest of ``data`` (``sha256:<hex>``); the registry's
+        ``Docker-Content-Digest`` must match it, and so must ``reference.digest``
+        when pushing by digest (:class:`DigestMismatchError` otherwise).
+        """
+        digest = digest_of(data)
+        if reference.digest and reference.digest != digest:
+            raise DigestMismatchError(
+                f"cannot push {reference}: the manifest's digest is {digest}",
+                digest=reference.digest,
+                actual=digest,
+                size=len(data),
+            )
+        path = f"/v2/{reference.repository}/manifests/{reference.identifier}"
+        headers = {"Content-Type": media_type}
+
+        def once() -> None:
+            response = self._send(
+                "PUT", path, reference.repository, str(reference), headers=headers, content=data
+            )
+            self._check_pushed(response, 201, digest, f"push of manifest {reference}")
+
+        _retry.registry_request(once)
+        return digest
