@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Literal
 
 from .convert import container_spec
-from .exceptions import ContainerTimeoutError, InvalidOptionError
+from .exceptions import ContainerStartError, ContainerTimeoutError, InvalidOptionError
+from .image.manifest import Platform, host_can_run
 from .images import Images
 from .runtime import Container, ExecResult, ExitStatus, Mount, Resources, Runtime, Stats
 from .runtime.types import NetworkMode
@@ -213,17 +214,41 @@ class Containers:
         network: NetworkMode = "none",
         volumes: Sequence[Mount] = (),
         read_only: bool = False,
+        platform: Platform | str | None = None,
+        allow_foreign_platform: bool = False,
     ) -> ContainerHandle:
         """Start ``image`` (a reference) and return its handle.
 
         ``memory`` in bytes or ``"64m"``; ``cpus`` a float count of CPUs;
         ``pids`` the pids limit; ``command`` replaces the image's CMD (a list,
-        or a string split like a shell). Raises ``InvalidReferenceError``,
-        registry errors when the image must be pulled, ``CommandNotFoundError``
-        when the command is not in the image, ``ContainerStartError``.
+        or a string split like a shell). ``platform`` (``"linux/arm64"``, a
+        :class:`Platform`; default the ``images`` factory's, else the host's)
+        picks the entry of a multi-platform image. An image whose config
+        platform this machine cannot run (see
+        :func:`~pytest_containers.image.manifest.host_can_run`: natively, or
+        through a binfmt_misc handler such as qemu-user-static) is refused with
+        ``ContainerStartError`` before anything is unpacked, unless
+        ``allow_foreign_platform``. Raises ``InvalidReferenceError``,
+        ``InvalidOptionError`` (platform), registry errors when the image must
+        be pulled, ``PlatformNotFoundError``, ``CommandNotFoundError`` when the
+        command is not in the image, ``ContainerStartError``.
         """
         resources = Resources.from_options(memory=memory, cpus=cpus, pids=pids)
-        img = self.images.get(image)
+        img = self.images.get(image, platform=platform)
+        image_platform = img.config.platform
+        if not allow_foreign_platform and not host_can_run(image_platform):
+            raise ContainerStartError(
+                f"image {img.reference} is for {image_platform}, which this machine"
+                f" ({Platform.host()}) cannot run: no native support and no binfmt_misc"
+                " handler with the F flag (qemu-user-static) for it; pass"
+                " allow_foreign_platform=True to start it anyway",
+                container_id=None,
+                argv=None,
+                stderr="",
+                image=str(img.reference),
+                platform=str(image_platform),
+                host=str(Platform.host()),
+            )
         layers = self.images.snapshots(img)
         container_id = new_container_id()
         spec = container_spec(

@@ -45,11 +45,14 @@ def container_runtime(pytestconfig: pytest.Config) -> Iterator[Runtime]:
 def images(pytestconfig: pytest.Config) -> Images:
     """Session scope. Pulls and looks up images in the store (``--container-store
     DIR``; default the XDG cache dir) under the pull policy ``--container-pull``
-    (``always``, ``missing`` (default), ``never``). Yields :class:`Images`; the
-    store is kept across sessions, nothing to clean up."""
+    (``always``, ``missing`` (default), ``never``), for the platform
+    ``--container-platform OS/ARCH[/VARIANT]`` (default this machine's). Yields
+    :class:`Images`; the store is kept across sessions, nothing to clean up."""
     root = _option(pytestconfig, "container-store")
     policy = _option(pytestconfig, "container-pull") or "missing"
-    return Images(Store(Path(root) if root else default_root()), policy=policy)  # type: ignore[arg-type]
+    platform = _option(pytestconfig, "container-platform")
+    store = Store(Path(root) if root else default_root())
+    return Images(store, policy=policy, platform=platform)  # type: ignore[arg-type]
 
 
 @pytest.fixture

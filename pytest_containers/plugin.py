@@ -15,6 +15,7 @@ import pytest
 
 from ._pluginmanager import runtime_names
 from .fixtures import container_runtime, containers, factories_key, images
+from .image.manifest import Platform
 from .image.store import Store
 
 __all__ = ["container_runtime", "containers", "images"]
@@ -43,9 +44,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("always", "missing", "never"),
         help="pull policy for images: always, missing (default), never",
     )
+    group.addoption(
+        "--container-platform",
+        dest="container_platform",
+        default=None,
+        metavar="OS/ARCH[/VARIANT]",
+        help="platform of the images pulled (e.g. linux/arm64/v8; default: this machine's)",
+    )
     parser.addini("container_runtime", "container backend name (default native)")
     parser.addini("container_store", "image store directory")
     parser.addini("container_pull", "pull policy: always, missing, never")
+    parser.addini("container_platform", "image platform os/arch[/variant] (default: the host's)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,6 +65,12 @@ def pytest_configure(config: pytest.Config) -> None:
             Store(store)
         except ValueError as exc:
             raise pytest.UsageError(f"--container-store: {exc}") from None
+    platform = config.getoption("container_platform") or config.getini("container_platform")
+    if platform:
+        try:
+            Platform.parse(platform)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--container-platform: {exc}") from None
     if not config.pluginmanager.has_plugin("pytest_containers.plugins.registry"):
         config.pluginmanager.import_plugin("pytest_containers.plugins.registry")
     name = config.getoption("container_runtime") or config.getini("container_runtime")

@@ -11,38 +11,72 @@ from __future__ import annotations
 
 import json
 import platform as _platform
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pytest_containers.exceptions import (
     ImageError,
+    InvalidOptionError,
     PlatformNotFoundError,
     UnsupportedMediaTypeError,
 )
 from pytest_containers.image import mediatypes as mt
 from pytest_containers.image.digest import validate_digest
 
-# Normalization of uname/Go architecture names (containerd ``platforms/database.go``).
-_ARCH_ALIASES: dict[str, tuple[str, str]] = {
-    "x86_64": ("amd64", ""),
-    "x86-64": ("amd64", ""),
-    "amd64": ("amd64", ""),
-    "aarch64": ("arm64", "v8"),
-    "arm64": ("arm64", "v8"),
+# Architecture names as uname -m, Debian and Go spell them -> (Go name, forced
+# variant or None to keep the given one). containerd ``platforms/database.go``.
+_ARCH_ALIASES: dict[str, tuple[str, str | None]] = {
+    "x86_64": ("amd64", None),
+    "x86-64": ("amd64", None),
+    "amd64": ("amd64", None),
+    "aarch64": ("arm64", None),
+    "arm64": ("arm64", None),
     "armhf": ("arm", "v7"),
     "armel": ("arm", "v6"),
+    "armv8l": ("arm", "v8"),
     "armv7l": ("arm", "v7"),
     "armv6l": ("arm", "v6"),
+    "armv5l": ("arm", "v5"),
     "armv5tel": ("arm", "v5"),
     "i386": ("386", ""),
     "i486": ("386", ""),
     "i586": ("386", ""),
     "i686": ("386", ""),
-    "ppc64le": ("ppc64le", ""),
-    "s390x": ("s390x", ""),
-    "riscv64": ("riscv64", ""),
+    "386": ("386", ""),
 }
+#: Go's GOOS and GOARCH values (``go/build/syslist.go``), the names image indexes use.
+KNOWN_OS = frozenset(
+    "aix android darwin dragonfly freebsd hurd illumos ios js linux nacl netbsd openbsd"
+    " plan9 solaris wasip1 windows zos".split()
+)
+KNOWN_ARCHITECTURES = frozenset(
+    "386 amd64 amd64p32 arm armbe arm64 arm64be loong64 mips mipsle mips64 mips64le"
+    " mips64p32 mips64p32le ppc ppc64 ppc64le riscv riscv64 s390 s390x sparc sparc64 wasm".split()
+)
+_COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_ARM64_VARIANT_RE = re.compile(r"v(\d+)(?:\.(\d+))?")
 _ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
+#: binfmt_misc handlers (qemu-user-static) by the QEMU name of the architecture they run.
+BINFMT_MISC_DIR = Path("/proc/sys/fs/binfmt_misc")
+_QEMU_ARCHITECTURES = {
+    "x86_64": "amd64",
+    "i386": "386",
+    "aarch64": "arm64",
+    "arm": "arm",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+    "mips64el": "mips64le",
+    "loongarch64": "loong64",
+}
+# x86-64 micro-architecture levels (psABI): the /proc/cpuinfo flags each adds.
+_AMD64_LEVEL_FLAGS = (
+    (2, {"cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"}),
+    (3, {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}),
+    (4, {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
+)
 
 
 def _load(data: bytes | str, what: str) -> dict[str, Any]:
@@ -55,59 +89,269 @@ def _load(data: bytes | str, what: str) -> dict[str, Any]:
     return doc
 
 
+def _level(variant: str, default: int) -> int | None:
+    """``"v7"`` or ``"7"`` -> 7; ``""`` -> ``default``; anything else ``None``."""
+    if not variant:
+        return default
+    text = variant[1:] if variant.startswith("v") else variant
+    return int(text) if text.isdigit() else None
+
+
 @dataclass(frozen=True)
 class Platform:
     """An image platform (image-index.md ``platform``): ``os``/``architecture``[/``variant``].
 
-    Architecture and variant are normalized to Go/OCI names on construction by
-    :meth:`normalized` (``x86_64`` -> ``amd64``; ``aarch64`` -> ``arm64`` ``v8``).
+    Names are Go's (``GOOS``/``GOARCH``); :meth:`normalized` maps other
+    spellings to them as containerd's ``platforms.Normalize`` does
+    (``x86_64`` -> ``amd64``, ``aarch64`` -> ``arm64``, ``armhf`` -> ``arm``
+    ``v7``), with one difference: ``arm64`` without a variant is ``v8``, its
+    default, spelled out. ``os_version`` and ``os_features`` (``os.version``,
+    ``os.features``) are kept but play no part in matching (they only mean
+    something for Windows images).
     """
 
     os: str
     architecture: str
     variant: str = ""
     os_version: str = ""
+    os_features: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> Platform:
-        """Parse ``os/arch[/variant]``, e.g. ``linux/arm64/v8``."""
-        parts = text.split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(f"invalid platform {text!r}: expected os/arch[/variant]")
-        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else "").normalized()
+        """Parse ``[os/]arch[/variant]`` and normalize it.
+
+        ``linux/arm64``, ``linux/arm64/v8``, ``arm64`` and ``arm/v7`` (os ``linux``),
+        ``linux/aarch64`` (-> ``linux/arm64/v8``), ``x86_64`` (-> ``linux/amd64``),
+        ``armhf`` (-> ``linux/arm/v7``), ``armel`` (-> ``linux/arm/v6``).
+        The os and architecture must be Go names or known aliases.
+        Raises :class:`InvalidOptionError` (a ``ValueError``; fields
+        ``option="platform"``, ``value``) naming the value and what is wrong.
+        """
+
+        def fail(why: str) -> InvalidOptionError:
+            return InvalidOptionError(
+                f"invalid platform {text!r}: {why} (expected [os/]arch[/variant],"
+                " e.g. linux/amd64, linux/arm64/v8, arm/v7)",
+                option="platform",
+                value=text,
+            )
+
+        if not isinstance(text, str):
+            raise fail("not a string")
+        parts = text.strip().split("/")
+        if len(parts) > 3:
+            raise fail("more than three '/'-separated parts")
+        for part in parts:
+            if not _COMPONENT_RE.fullmatch(part):
+                what = "an empty part" if not part else f"bad characters in {part!r}"
+                raise fail(what)
+        first = parts[0].lower()
+        if len(parts) == 1 and first in KNOWN_OS:
+            raise fail(f"{parts[0]!r} is an operating system; add the architecture")
+        if len(parts) < 3 and first not in KNOWN_OS and first != "macos":
+            if first in KNOWN_ARCHITECTURES or first in _ARCH_ALIASES:
+                parts.insert(0, "linux")  # arch or arch/variant (containerd's Parse)
+            elif len(parts) == 1:
+                raise fail(f"unknown architecture {parts[0]!r}")
+        os_name, arch = parts[0].lower(), parts[1].lower()
+        if os_name not in KNOWN_OS and os_name != "macos":
+            raise fail(f"unknown operating system {parts[0]!r}")
+        if arch not in KNOWN_ARCHITECTURES and arch not in _ARCH_ALIASES:
+            raise fail(f"unknown architecture {parts[1]!r}")
+        return cls(os_name, arch, parts[2] if len(parts) == 3 else "").normalized()
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Platform:
+        features = doc.get("os.features") or ()
         return cls(
             os=str(doc.get("os", "")),
             architecture=str(doc.get("architecture", "")),
             variant=str(doc.get("variant", "") or ""),
             os_version=str(doc.get("os.version", "") or ""),
+            os_features=tuple(str(f) for f in features) if isinstance(features, list) else (),
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The image-index.md ``platform`` object (empty fields left out)."""
+        doc: dict[str, Any] = {"os": self.os, "architecture": self.architecture}
+        if self.variant:
+            doc["variant"] = self.variant
+        if self.os_version:
+            doc["os.version"] = self.os_version
+        if self.os_features:
+            doc["os.features"] = list(self.os_features)
+        return doc
 
     @classmethod
     def host(cls) -> Platform:
-        """This machine's platform, e.g. ``linux/amd64`` or ``linux/arm64/v8``."""
+        """This machine's platform, e.g. ``linux/amd64`` or ``linux/arm64/v8``.
+
+        No amd64 micro-architecture level (``v2``..``v4``) is added: a default
+        pull picks the plain ``amd64`` entry, as containerd does.
+        """
         machine = _platform.machine().lower()
         return cls(_platform.system().lower() or "linux", machine).normalized()
 
     def normalized(self) -> Platform:
-        """Architecture names as Go spells them; ``arm64`` without variant becomes ``v8``."""
-        arch, default_variant = _ARCH_ALIASES.get(self.architecture, (self.architecture, ""))
-        variant = self.variant or default_variant
-        if arch == "arm64" and variant == "8":
+        """Go's names, lowercase: architecture aliases resolved; ``amd64/v1`` ->
+        ``amd64``; ``arm64`` (or ``arm64/8``) -> ``arm64/v8``; ``arm`` -> ``arm/v7``;
+        ``arm/6`` -> ``arm/v6``; ``386`` has no variant; ``macos`` -> ``darwin``."""
+        os_name = self.os.lower()
+        if os_name == "macos":
+            os_name = "darwin"
+        arch, variant = self.architecture.lower(), self.variant.lower()
+        arch, forced = _ARCH_ALIASES.get(arch, (arch, None))
+        if forced is not None:
+            variant = forced
+        if arch == "amd64" and variant == "v1":
+            variant = ""
+        elif arch == "arm64" and variant in ("", "8"):
             variant = "v8"
-        return Platform(self.os.lower(), arch, variant, self.os_version)
+        elif arch == "arm" and variant in ("", "5", "6", "7", "8"):
+            variant = f"v{variant or 7}"
+        return Platform(os_name, arch, variant, self.os_version, self.os_features)
+
+    def compatible(self) -> tuple[Platform, ...]:
+        """The platforms a request for this one accepts, best first (containerd
+        ``platforms.Only``): itself; then lower variants of its architecture
+        (``amd64/v3``: ``v2``, ``amd64``; ``arm/v7``: ``v6``, ``v5``;
+        ``arm64/v8.2``: ``v8.1``, ``v8``; ``arm64/v9.x``: ``v9.(x-1)``..``v9``,
+        ``v8.(x+5)``..``v8``); then the 32-bit architecture the CPU also runs
+        (``amd64``: ``386``; ``arm64``: ``arm/v8``..``arm/v5``). A plain
+        ``amd64`` accepts no ``v2``..``v4`` image, an ``arm/v6`` no ``v7``."""
+        me = self.normalized()
+        os_name = me.os
+
+        def plat(arch: str, variant: str = "") -> Platform:
+            return Platform(os_name, arch, variant)
+
+        vector = [plat(me.architecture, me.variant)]
+        if me.architecture == "amd64":
+            level = _level(me.variant, 1)
+            if level is not None:
+                vector += [plat("amd64", f"v{n}" if n > 1 else "") for n in range(level - 1, 0, -1)]
+            vector.append(plat("386"))
+        elif me.architecture == "arm":
+            level = _level(me.variant, 7)
+            if level is not None:
+                vector += [plat("arm", f"v{n}") for n in range(level - 1, 4, -1)]
+        elif me.architecture == "arm64":
+            found = _ARM64_VARIANT_RE.fullmatch(me.variant)
+            if found and int(found[1]) >= 8:
+                major, minor = int(found[1]), int(found[2] or 0)
+
+                def spell(major: int, minor: int) -> str:
+                    return f"v{major}.{minor}" if minor else f"v{major}"
+
+                if major == 9:  # v9.0 diverged from v8.5: v9.x runs v8.(x+5)
+                    vector += [plat("arm64", spell(9, m)) for m in range(minor - 1, -1, -1)]
+                    major, minor = 8, minor + 5
+                    vector.append(plat("arm64", spell(8, minor)))
+                if major == 8:
+                    vector += [plat("arm64", spell(8, m)) for m in range(minor - 1, -1, -1)]
+                    vector += plat("arm", "v8").compatible()
+        return tuple(dict.fromkeys(vector))
 
     def matches(self, other: Platform) -> bool:
-        """Same os, architecture and (normalized) variant; ``unknown`` never matches."""
+        """Same os, architecture and (normalized) variant; ``unknown`` never matches.
+        ``os.version`` and ``os.features`` are ignored."""
         a, b = self.normalized(), other.normalized()
         if "unknown" in (a.os, a.architecture, b.os, b.architecture):
             return False
         return (a.os, a.architecture, a.variant) == (b.os, b.architecture, b.variant)
 
+    def accepts(self, other: Platform) -> bool:
+        """Whether ``other`` is one of :meth:`compatible` (a request for ``self``
+        may be served an image for ``other``; a machine of ``self`` runs it)."""
+        return any(p.matches(other) for p in self.compatible())
+
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+def as_platform(value: Platform | str | None) -> Platform | None:
+    """``None`` stays ``None`` (meaning the host's); a string is :meth:`Platform.parse`\\ d;
+    a :class:`Platform` is normalized. Raises :class:`InvalidOptionError`."""
+    if value is None or isinstance(value, Platform):
+        return value.normalized() if value is not None else None
+    return Platform.parse(value)
+
+
+def _amd64_level(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
+    """The x86-64 micro-architecture level (1..4) of this CPU, from its flags."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return 1
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            break
+    level = 1
+    for n, needed in _AMD64_LEVEL_FLAGS:
+        if not needed <= flags:
+            break
+        level = n
+    return level
+
+
+def _binfmt_architectures(directory: Path = BINFMT_MISC_DIR) -> set[str]:
+    """Go architectures with an enabled binfmt_misc handler carrying the ``F``
+    (fix binary) flag, the kind that works inside a container's rootfs."""
+    found: set[str] = set()
+    try:
+        if (directory / "status").read_text().strip() != "enabled":
+            return found
+        entries = list(directory.iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.name.startswith("qemu-"):
+            continue
+        try:
+            lines = entry.read_text().splitlines()
+        except OSError:
+            continue
+        flags = next((ln.split(":", 1)[1] for ln in lines if ln.startswith("flags:")), "")
+        if lines and lines[0].strip() == "enabled" and "F" in flags:
+            name = entry.name.removeprefix("qemu-").removesuffix("-static")
+            if name in _QEMU_ARCHITECTURES:
+                found.add(_QEMU_ARCHITECTURES[name])
+    return found
+
+
+def host_can_run(
+    platform: Platform,
+    *,
+    host: Platform | None = None,
+    binfmt_misc: Path = BINFMT_MISC_DIR,
+    cpuinfo: Path = Path("/proc/cpuinfo"),
+) -> bool:
+    """Whether this machine runs binaries of ``platform``: natively (the host
+    platform, with its amd64 level read from ``cpuinfo``, accepts it; see
+    :meth:`Platform.compatible`) or through a binfmt_misc handler with the ``F``
+    flag for its architecture (qemu-user-static). A platform without os or
+    architecture is given the benefit of the doubt."""
+    wanted = platform.normalized()
+    if not wanted.os or not wanted.architecture:
+        return True
+    host = (host or Platform.host()).normalized()
+    if host.architecture == "amd64" and not host.variant:
+        level = _amd64_level(cpuinfo)
+        host = Platform(host.os, "amd64", f"v{level}" if level > 1 else "")
+    if host.accepts(wanted):
+        return True
+    return wanted.os == host.os and wanted.architecture in _binfmt_architectures(binfmt_misc)
+
+
+def is_attestation(desc: Descriptor) -> bool:
+    """Whether an index entry is an attestation or other non-image entry
+    (``unknown/unknown`` platform, or annotated ``vnd.docker.reference.type``)."""
+    if _ATTESTATION_ANNOTATION in desc.annotations:
+        return True
+    plat = desc.platform
+    return plat is not None and "unknown" in (plat.os, plat.architecture)
 
 
 @dataclass(frozen=True)
@@ -151,9 +395,7 @@ class Descriptor:
         if self.annotations:
             doc["annotations"] = dict(self.annotations)
         if self.platform is not None:
-            doc["platform"] = {"os": self.platform.os, "architecture": self.platform.architecture}
-            if self.platform.variant:
-                doc["platform"]["variant"] = self.platform.variant
+            doc["platform"] = self.platform.to_dict()
         if self.urls:
             doc["urls"] = list(self.urls)
         return doc
@@ -230,29 +472,49 @@ class Index:
         )
 
     def select(self, platform: Platform | None = None) -> Descriptor:
-        """The first entry for ``platform`` (default: :meth:`Platform.host`).
+        """The entry for ``platform`` (default: :meth:`Platform.host`), best match first.
 
-        Attestation entries (``unknown/unknown`` or annotated
-        ``vnd.docker.reference.type``) are never chosen. Entries without a
-        platform are chosen only when the index has exactly one entry.
-        Raises :class:`PlatformNotFoundError` (fields ``platform``,
-        ``available``: list of ``os/arch[/variant]`` strings).
+        Rules (containerd ``platforms.Only``; image-index.md ``platform``):
+        each platform of ``platform.compatible()`` is tried in order, and the
+        first entry (in index order) whose normalized os, architecture and
+        variant equal it wins: so ``arm/v7`` takes a ``v7`` entry, else
+        ``v6``, else ``v5``, and never ``v8``; ``arm64`` and ``arm64/v8`` are
+        the same; ``amd64/v3`` takes ``v3``, ``v2``, then plain ``amd64``; a
+        plain ``amd64`` takes no ``v2``..``v4``-only image. ``os.version`` and
+        ``os.features`` are ignored. Attestation entries (``unknown/unknown``
+        or annotated ``vnd.docker.reference.type``) and non-image media types
+        are never chosen. Entries without a platform are chosen only when the
+        index has exactly one entry.
+
+        Raises :class:`PlatformNotFoundError` (fields ``platform``, the wanted
+        ``os/arch[/variant]``; ``available``, the image entries' platforms in
+        index order, attestations left out).
         """
         wanted = (platform or Platform.host()).normalized()
         candidates = [
             d
             for d in self.manifests
-            if _ATTESTATION_ANNOTATION not in d.annotations
+            if d.platform is not None
+            and not is_attestation(d)
             and d.media_type in (mt.MANIFEST_TYPES | mt.INDEX_TYPES | {""})
         ]
-        for desc in candidates:
-            if desc.platform is not None and wanted.matches(desc.platform):
-                return desc
+        for acceptable in wanted.compatible():
+            for desc in candidates:
+                assert desc.platform is not None
+                if acceptable.matches(desc.platform):
+                    return desc
         if len(self.manifests) == 1 and self.manifests[0].platform is None:
             return self.manifests[0]
-        available = [str(d.platform.normalized()) for d in self.manifests if d.platform]
+        available = list(
+            dict.fromkeys(
+                str(d.platform.normalized())
+                for d in self.manifests
+                if d.platform is not None and not is_attestation(d)
+            )
+        )
         raise PlatformNotFoundError(
-            f"no image for platform {wanted} in index; available: {', '.join(available) or 'none'}",
+            f"no image for platform {wanted} in the index; it has images for: "
+            f"{', '.join(available) or 'no platform'}",
             platform=str(wanted),
             available=available,
         )
