@@ -1,6 +1,10 @@
 """``pytest-containers``: the docker-like command line for CI steps.
 
-Implemented here: ``image pull REF``, ``image ls``, and
+Implemented here: ``image pull REF``, ``image ls``, ``image inspect REF``
+(JSON), ``image tag SRC DST``, ``image rm REF...``, ``image prune``,
+``image push [--chunk-size BYTES] REF [DST]``, ``image save REF -o FILE``
+and ``image load -i FILE [--tag REF]`` (OCI archives, as ``skopeo``'s
+``oci-archive:``), and
 ``run [--memory SIZE] [--cpus N] [--pids-limit N] [--runtime NAME] [-e K=V]
 [-w DIR] [-u USER] IMAGE [COMMAND...]``. ``run`` exits with the container's
 exit code (128+N when killed by signal N) and prints a line on stderr when
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import signal
 import sys
@@ -62,6 +67,25 @@ def _parser() -> argparse.ArgumentParser:
     pull = image.add_parser("pull", help="pull an image from a registry")
     pull.add_argument("reference")
     image.add_parser("ls", help="list images in the store")
+    image.add_parser("inspect", help="show a stored image as JSON").add_argument("reference")
+    tag = image.add_parser("tag", help="give a stored image another name")
+    tag.add_argument("source")
+    tag.add_argument("target")
+    rm = image.add_parser("rm", help="remove names (blobs stay until prune)")
+    rm.add_argument("references", nargs="+", metavar="reference")
+    image.add_parser("prune", help="remove blobs and snapshots no name reaches")
+    push = image.add_parser("push", help="push a stored image to a registry")
+    push.add_argument("reference")
+    push.add_argument("destination", nargs="?", default=None)
+    push.add_argument(
+        "--chunk-size", type=int, default=None, metavar="BYTES", help="upload in chunks"
+    )
+    save = image.add_parser("save", help="write a stored image to an OCI archive")
+    save.add_argument("reference")
+    save.add_argument("--output", "-o", required=True, type=Path, metavar="FILE")
+    load = image.add_parser("load", help="load the images of an OCI archive")
+    load.add_argument("--input", "-i", required=True, type=Path, metavar="FILE")
+    load.add_argument("--tag", "-t", default=None, metavar="REF", help="name its one image")
 
     run = sub.add_parser("run", help="run a command in a new container")
     run.add_argument("--memory", "-m", default=None, help="memory limit, e.g. 64m")
@@ -155,6 +179,38 @@ def _image_ls(store: Store) -> int:
     return 0
 
 
+def _image_command(args: argparse.Namespace, store: Store) -> int:
+    """``image inspect|tag|rm|prune|push|save|load``; errors are raised."""
+    images, command = Images(store), args.image_command
+    if command == "inspect":
+        print(json.dumps(images.inspect(args.reference), indent=2))
+    elif command == "tag":
+        image = images.tag(args.source, args.target)
+        print(f"{image.reference}: {image.digest}")
+    elif command == "rm":
+        for reference in args.references:
+            images.rm(reference)
+            print(f"Untagged: {reference}")
+    elif command == "prune":
+        report = images.prune()
+        for digest in report.blobs:
+            print(f"deleted blob: {digest}")
+        for chain_id in report.snapshots:
+            print(f"deleted snapshot: {chain_id}")
+        for path in report.temp:
+            print(f"deleted temp: {path}")
+        print(f"Total reclaimed space: {report.freed_bytes / 1e6:.1f}MB")
+    elif command == "push":
+        result = images.push(args.reference, args.destination, chunk_bytes=args.chunk_size)
+        print(f"{result.reference}: {result.digest}")
+    elif command == "save":
+        images.save(args.reference, args.output)
+    elif command == "load":
+        for image in images.load(args.input, args.tag):
+            print(f"Loaded image: {image.reference}")
+    return 0
+
+
 def _error(exc: BaseException) -> None:
     print(f"pytest-containers: error: {exc}", file=sys.stderr)
 
@@ -176,6 +232,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "image" and args.image_command == "ls":
             return _image_ls(store)
+        if args.command == "image":
+            try:
+                return _image_command(args, store)
+            except (OSError, ValueError) as exc:  # the archive file; --chunk-size
+                if isinstance(exc, ContainersError):
+                    raise
+                _error(exc)
+                return EXIT_ERROR
         if args.command == "run":
             if args.runtime not in runtime_names():
                 print(

@@ -7,7 +7,8 @@ On disk, under ``root``::
       index.json            one manifest descriptor per reference
       blobs/sha256/<hex>    manifests, configs, layers (content addressed)
     snapshots/<hex>/        one unpacked layer per chainID, shared read-only
-    tmp/                    blobs being downloaded (renamed into blobs/ once verified)
+    tmp/                    blobs being downloaded (renamed into blobs/ once verified),
+                            archives being loaded
     locks/                  filelock files (index.json, one per snapshot)
 
 Reference names: each ``index.json`` entry carries the annotation
@@ -19,6 +20,11 @@ Reference names: each ``index.json`` entry carries the annotation
 <root>/oci:<ref>`` address it verbatim, because both split ``PATH:REF`` at
 the first colon. Consequence: ``root`` must not contain a colon; nor a comma
 or backslash, since snapshots become overlayfs ``lowerdir`` options.
+
+Garbage collection (:meth:`Store.prune`): a name is only an ``index.json``
+entry; removing it leaves blobs and snapshots in place until a prune removes
+everything that no entry reaches (image-layout.md: blobs not reachable from
+``index.json`` may be garbage collected).
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -39,10 +46,17 @@ import filelock
 from pytest_containers.exceptions import (
     DigestMismatchError,
     ImageError,
+    ImageNotFoundError,
     InvalidReferenceError,
 )
 from pytest_containers.image import mediatypes as mt
-from pytest_containers.image.digest import Hasher, digest_hex, digest_of, validate_digest
+from pytest_containers.image.digest import (
+    Hasher,
+    digest_hex,
+    digest_of,
+    is_digest,
+    validate_digest,
+)
 from pytest_containers.image.manifest import Descriptor, ImageConfig, Manifest
 from pytest_containers.image.reference import Reference
 
@@ -51,6 +65,13 @@ from pytest_containers.image.reference import Reference
 SOURCE_DIGEST_ANNOTATION = "io.github.pytest-containers.source.digest"
 #: Seconds to wait for another process holding a store lock.
 LOCK_TIMEOUT = 600.0
+#: Seconds: :meth:`Store.prune` spares unreachable blobs and snapshots younger than this
+#: (a concurrent pull writes blobs before it names them), and temp files younger than
+#: ``PRUNE_STALE_TEMP`` (downloads, loads and unpacks in progress).
+PRUNE_GRACE = 300.0
+PRUNE_STALE_TEMP = 3600.0
+#: Largest JSON blob (manifest, index, config) that prune reads, in bytes.
+_JSON_MAX_BYTES = 4 * 1024 * 1024
 
 
 def default_root() -> Path:
@@ -141,7 +162,12 @@ class Store:
         return self.blobs_dir / digest_hex(digest)
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        """Whether the blob is stored. A hit refreshes its mtime: the caller is about to
+        reuse it, and :meth:`prune` spares blobs younger than ``PRUNE_GRACE``."""
+        path = self.blob_path(digest)
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            os.utime(path)
+        return path.is_file()
 
     def read_blob(self, digest: str) -> bytes:
         """The bytes of a blob; ``FileNotFoundError`` if absent."""
@@ -252,8 +278,123 @@ class Store:
                 ref = Reference.parse(_ref_name(entry) or "")
             except InvalidReferenceError:
                 continue
-            found.append(self._load(ref, entry))
+            if entry.get("mediaType") not in mt.INDEX_TYPES:  # indexes written by other tools
+                found.append(self._load(ref, entry))
         return found
+
+    def require(self, reference: Reference | str) -> Image:
+        """The image named ``reference``; :class:`ImageNotFoundError` naming it if absent."""
+        ref = _as_reference(reference)
+        image = self.resolve(ref)
+        if image is None:
+            raise ImageNotFoundError(
+                f"image {ref} is not in the store {self.root}", reference=str(ref)
+            )
+        return image
+
+    def remove(self, reference: Reference | str) -> None:
+        """Remove the name ``reference`` (:class:`ImageNotFoundError` if absent).
+        Its blobs and snapshots stay until :meth:`prune`."""
+        ref = _as_reference(reference)
+        if not self.untag(ref):
+            raise ImageNotFoundError(
+                f"image {ref} is not in the store {self.root}", reference=str(ref)
+            )
+
+    # -- garbage collection -----------------------------------------------------
+
+    def prune(
+        self, *, grace: float = PRUNE_GRACE, stale_temp: float = PRUNE_STALE_TEMP
+    ) -> PruneReport:
+        """Remove the blobs and snapshots that no name reaches, and stale temp files.
+
+        Reachable: the closure of every ``index.json`` entry (indexes, nested
+        ones too, their manifests, each manifest's config and layers), and the
+        snapshot of each chainID of a reachable image config. Unreachable ones
+        whose mtime is older than ``grace`` seconds are removed; a snapshot only
+        when nobody holds its unpack lock, renamed to ``.tmp-*`` first so that
+        no half-deleted snapshot keeps its name. Temp entries (``tmp/*``,
+        ``snapshots/.tmp-*``, ``oci/.tmp-*``) go when nothing in them changed
+        for ``stale_temp`` seconds. The index lock is held throughout, so no
+        name appears meanwhile; a concurrent pull writes its blobs (or, via
+        :meth:`has_blob`, refreshes reused ones) before naming them, and they
+        are younger than ``grace``. Not known here: running containers, whose
+        lowerdirs are snapshots; remove a name only when none of its runs.
+        """
+        now = time.time()
+        report = PruneReport()
+        with self._index_lock:
+            blobs, chains = self._reachable()
+            for path in sorted(self.blobs_dir.iterdir()):
+                digest = f"sha256:{path.name}"
+                if is_digest(digest) and digest not in blobs and _age(path, now) > grace:
+                    size = path.stat().st_size
+                    path.unlink(missing_ok=True)
+                    report.blobs.append(digest)
+                    report.freed_bytes += size
+            for path in sorted(self.snapshots_dir.iterdir()):
+                chain_id = f"sha256:{path.name}"
+                if is_digest(chain_id) and chain_id not in chains and _age(path, now) > grace:
+                    lock = filelock.FileLock(self._locks_dir / f"snapshot-{path.name}.lock")
+                    try:
+                        lock.acquire(timeout=0)
+                    except filelock.Timeout:
+                        continue  # being unpacked right now
+                    try:
+                        doomed = self.snapshots_dir / f".tmp-prune-{path.name}"
+                        os.rename(path, doomed)
+                        report.freed_bytes += _tree_bytes(doomed)
+                        _rmtree(doomed)
+                    finally:
+                        lock.release()
+                    report.snapshots.append(chain_id)
+            temps = [*self._tmp_dir.iterdir(), *self.snapshots_dir.glob(".tmp-*")]
+            for path in [*temps, *self.layout.glob(".tmp-*")]:
+                if _age(path, now, newest=True) > stale_temp:
+                    report.freed_bytes += _tree_bytes(path)
+                    if path.is_dir() and not path.is_symlink():
+                        _rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
+                    report.temp.append(path)
+        return report
+
+    def _reachable(self) -> tuple[set[str], set[str]]:
+        """``(blob digests, snapshot chainIDs)`` reachable from ``index.json``.
+
+        Any JSON blob with a ``schemaVersion`` is walked for descriptors
+        (``manifests``, ``config``, ``layers``, ``blobs``, ``subject``); image
+        configs give chainIDs. Missing or malformed blobs reach nothing more.
+        """
+        blobs: set[str] = set()
+        chains: set[str] = set()
+        todo: list[Any] = list(self._read_index())
+        while todo:
+            desc = todo.pop()
+            digest = desc.get("digest") if isinstance(desc, dict) else None
+            if not isinstance(digest, str) or not is_digest(digest) or digest in blobs:
+                continue
+            blobs.add(digest)
+            kind, size = str(desc.get("mediaType") or ""), desc.get("size")
+            too_big = isinstance(size, int) and size > _JSON_MAX_BYTES
+            if too_big or (kind and not kind.endswith("json")):
+                continue  # a layer: a leaf
+            try:
+                doc = json.loads(self.read_blob(digest))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(doc, dict):
+                continue
+            if "schemaVersion" in doc:
+                for key in ("manifests", "layers", "blobs"):
+                    children = doc.get(key)
+                    todo.extend(children if isinstance(children, list) else [])
+                todo.extend(doc.get(key) for key in ("config", "subject"))
+            elif kind in mt.CONFIG_TYPES:
+                diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
+                if all(isinstance(d, str) and is_digest(d) for d in diff_ids):
+                    chains.update(chain_ids(diff_ids))
+        return blobs, chains
 
     def _load(self, reference: Reference, entry: dict[str, Any]) -> Image:
         digest = validate_digest(entry["digest"])
@@ -327,6 +468,44 @@ class Store:
                 _rmtree(tmp)
                 raise
         return final
+
+
+@dataclass
+class PruneReport:
+    """What :meth:`Store.prune` removed: blob digests (``sha256:<hex>``), snapshot
+    chainIDs, stale temp paths, and ``freed_bytes`` (file sizes, in bytes)."""
+
+    blobs: list[str] = field(default_factory=list)
+    snapshots: list[str] = field(default_factory=list)
+    temp: list[Path] = field(default_factory=list)
+    freed_bytes: int = 0
+
+
+def _age(path: Path, now: float, *, newest: bool = False) -> float:
+    """Seconds since ``path`` changed (with ``newest``: anything in its tree); 0 if gone."""
+    try:
+        mtime = path.lstat().st_mtime
+        if newest and path.is_dir() and not path.is_symlink():
+            for parent, dirs, files in os.walk(path):
+                for name in (*dirs, *files):
+                    with contextlib.suppress(FileNotFoundError):
+                        mtime = max(mtime, os.lstat(os.path.join(parent, name)).st_mtime)
+    except FileNotFoundError:
+        return 0.0
+    return now - mtime
+
+
+def _tree_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (or of ``path`` itself)."""
+    if not path.is_dir() or path.is_symlink():
+        return path.lstat().st_size if path.is_file() else 0
+    total = 0
+    for parent, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(os.path.join(parent, name))
+                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:

@@ -158,7 +158,8 @@ def test_interrupted_session_leaves_nothing(pytester: pytest.Pytester, busybox_r
             proc.wait()
     assert not any(_alive(p) for p in pids)
     assert waiter_pids(proc.pid) == []
-    assert gone_after < 1.0
+    # runc's teardown is two more runc round trips (kill, delete), slow under load
+    assert gone_after < (1.0 if backend == "native" else 2.0)
     if how != signal.SIGKILL:
         assert _leftovers() == []
     else:

@@ -124,7 +124,8 @@ def test_cpus_may_be_given_as_a_string():
 
 def test_home_is_set_like_docker(tmp_path: Path):
     (tmp_path / "etc").mkdir()
-    (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nweb:x:33:33::/srv/web:/bin/sh\n")
+    (tmp_path / "etc/passwd").write_text(
+        "root:x:0:0::/root:/bin/sh\nweb:x:33:33::/srv/web:/bin/sh\n")
     env = spec(Config(cmd=["x"]), layers=[tmp_path], user="web").env
     assert "HOME=/srv/web" in env
     assert "HOME=/root" in spec(Config(cmd=["x"]), layers=[tmp_path]).env

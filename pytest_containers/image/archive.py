@@ -1,0 +1,307 @@
+"""OCI archives: an OCI image layout (image-spec ``image-layout.md``) in a tar
+file, what ``skopeo copy ... oci-archive:FILE[:REF]`` reads and writes.
+
+Members, paths relative to the layout root (an uncompressed tar; ``load``
+also takes a gzip, bzip2 or xz compressed one, and members named ``./...``)::
+
+    oci-layout              {"imageLayoutVersion": "1.0.0"}
+    index.json              an image index: one descriptor per image
+    blobs/sha256/<hex>      manifests, indexes, configs, layers
+
+:func:`save` writes one image: ``index.json`` names its manifest with the
+annotation ``org.opencontainers.image.ref.name`` (and containerd's
+``io.containerd.image.name``) set to the full reference, which skopeo
+addresses as ``oci-archive:FILE:<reference>``; members are sorted, owned
+by 0:0, dated 1970, so saving the same image twice gives the same bytes.
+
+:func:`load` reads every image of ``index.json``. Each is named by
+``io.containerd.image.name``, else by ``org.opencontainers.image.ref.name``
+parsed as a reference (``test/busybox:1`` -> ``docker.io/test/busybox:1``),
+unless a reference is given (then the archive must hold one image). An index
+entry that is itself an index is resolved to the manifest for the platform,
+as :func:`~pytest_containers.image.pull.pull` does, and a Docker v2s2
+manifest is stored converted to OCI. Every blob is verified (size, then
+digest) before it enters the store, and nothing is named until all are in:
+the archive is first unpacked into ``<root>/tmp/load-*``, hashed on the way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pytest_containers.exceptions import (
+    DigestMismatchError,
+    ImageError,
+    UnsupportedMediaTypeError,
+)
+from pytest_containers.image import mediatypes as mt
+from pytest_containers.image.digest import Hasher, digest_hex, is_digest
+from pytest_containers.image.manifest import (
+    Descriptor,
+    Index,
+    Manifest,
+    Platform,
+    docker_to_oci,
+    parse_manifest,
+)
+from pytest_containers.image.reference import Reference
+from pytest_containers.image.store import Image, Store
+
+#: containerd's annotation for an image's full name in an OCI archive's ``index.json``.
+CONTAINERD_NAME_ANNOTATION = "io.containerd.image.name"
+#: Largest ``oci-layout``, ``index.json`` or manifest read, in bytes.
+JSON_MAX_BYTES = 4 * 1024 * 1024
+MAX_INDEX_DEPTH = 4
+_CHUNK_BYTES = 1 << 20
+
+
+def save(store: Store, reference: Reference | str, file: Path | str) -> Path:
+    """Write the stored image ``reference`` to ``file`` as an OCI archive; return its path.
+
+    The archive is written next to ``file`` and renamed into place when
+    complete. Raises :class:`ImageNotFoundError` naming ``reference`` when the
+    store has no such image.
+    """
+    image = store.require(reference)
+    file = Path(file)
+    name, config = str(image.reference), image.config
+    platform = Platform(config.os, config.architecture, config.variant)
+    entry = Descriptor(
+        media_type=image.manifest.media_type,
+        digest=image.digest,
+        size=store.blob_path(image.digest).stat().st_size,
+        annotations={mt.REF_NAME_ANNOTATION: name, CONTAINERD_NAME_ANNOTATION: name},
+        platform=platform if config.os and config.architecture else None,
+    ).to_dict()
+    index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [entry]}
+    digests = sorted(
+        {image.digest, image.manifest.config.digest, *(d.digest for d in image.layers)}
+    )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
+    try:
+        with (
+            open(fd, "wb") as out,
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for directory in ("blobs", "blobs/sha256"):
+                tar.addfile(_info(directory, tarfile.DIRTYPE, 0))
+            for digest in digests:
+                path = store.blob_path(digest)
+                with path.open("rb") as src:
+                    size = path.stat().st_size
+                    tar.addfile(
+                        _info(f"blobs/sha256/{digest_hex(digest)}", tarfile.REGTYPE, size), src
+                    )
+            layout = {"imageLayoutVersion": mt.OCI_LAYOUT_VERSION}
+            for member, doc in (("index.json", index), ("oci-layout", layout)):
+                data = json.dumps(doc, separators=(",", ":")).encode()
+                tar.addfile(_info(member, tarfile.REGTYPE, len(data)), io.BytesIO(data))
+        Path(tmp_name).chmod(0o644)
+        Path(tmp_name).replace(file)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return file
+
+
+def _info(name: str, kind: bytes, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.mtime = kind, size, 0
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return info
+
+
+def load(
+    store: Store,
+    file: Path | str,
+    reference: Reference | str | None = None,
+    *,
+    platform: Platform | None = None,
+) -> list[Image]:
+    """Load the images of the OCI archive ``file`` into ``store``; return them.
+
+    ``reference``: the name of the archive's only image (default: its
+    annotations, see the module docstring). ``platform`` (default
+    :meth:`Platform.host`) selects from an index. Raises :class:`ImageError`
+    naming ``file`` when it is not an OCI archive or lacks a blob or a name,
+    :class:`DigestMismatchError` when a blob fails its size or digest,
+    :class:`InvalidReferenceError`, :class:`UnsupportedMediaTypeError`,
+    :class:`PlatformNotFoundError`. After any failure the store is as before.
+    """
+    file = Path(file)
+    staging = Path(tempfile.mkdtemp(prefix="load-", dir=store.root / "tmp"))
+    try:
+        index = _unpack(file, staging)
+        entries = index.get("manifests")
+        if not isinstance(entries, list) or not entries:
+            raise ImageError(f"{file}: index.json lists no images")
+        if reference is not None and len(entries) != 1:
+            raise ImageError(f"{file} holds {len(entries)} images; a reference names only one")
+        plans = [_plan(file, staging, store, e, reference, platform) for e in entries]
+        for _, blobs, _ in plans:
+            for blob in blobs:
+                if not store.has_blob(blob.digest):
+                    with (staging / digest_hex(blob.digest)).open("rb") as src:
+                        with store.ingest(blob.digest, blob.size) as writer:
+                            shutil.copyfileobj(src, writer, _CHUNK_BYTES)  # type: ignore[misc]
+        for name, _, manifest in plans:
+            store.tag(name, store.put_blob(manifest))
+        return [store.require(name) for name, _, _ in plans]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _unpack(file: Path, staging: Path) -> dict[str, Any]:
+    """Copy each ``blobs/sha256/<hex>`` member to ``staging/<hex>``, verifying its
+    digest on the way; check ``oci-layout``; return the parsed ``index.json``."""
+    docs: dict[str, bytes] = {}
+    try:
+        with tarfile.open(file, "r:*") as tar:
+            for member in tar:
+                name = member.name.removeprefix("./").rstrip("/")
+                parts = name.split("/")
+                if name in ("oci-layout", "index.json") and member.isfile():
+                    if member.size > JSON_MAX_BYTES:
+                        raise ImageError(f"{file}: {name} exceeds {JSON_MAX_BYTES} bytes")
+                    docs[name] = _read(tar, member)
+                elif len(parts) == 3 and parts[:2] == ["blobs", "sha256"] and not member.isdir():
+                    digest = f"sha256:{parts[2]}"
+                    if not is_digest(digest) or not member.isfile():
+                        raise ImageError(
+                            f"{file}: {member.name} is not a blob (a regular file named by"
+                            " 64 lowercase hex digits)"
+                        )
+                    _stage_blob(tar, member, digest, staging / parts[2], file)
+    except (tarfile.TarError, EOFError) as exc:
+        raise ImageError(f"{file} is not an OCI archive: not a readable tar file ({exc})") from exc
+    for required in ("oci-layout", "index.json"):
+        if required not in docs:
+            raise ImageError(f"{file} is not an OCI archive: it has no {required}")
+    layout, index = (
+        _json(docs["oci-layout"], file, "oci-layout"),
+        _json(docs["index.json"], file, "index.json"),
+    )
+    if layout.get("imageLayoutVersion") != mt.OCI_LAYOUT_VERSION:
+        raise ImageError(
+            f"{file}: unsupported imageLayoutVersion {layout.get('imageLayoutVersion')!r}"
+        )
+    return index
+
+
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    src = tar.extractfile(member)
+    assert src is not None  # a regular file
+    return src.read()
+
+
+def _stage_blob(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, digest: str, dest: Path, file: Path
+) -> None:
+    src = tar.extractfile(member)
+    assert src is not None
+    hasher = Hasher()
+    with dest.open("wb") as out:
+        while chunk := src.read(_CHUNK_BYTES):
+            hasher.update(chunk)
+            out.write(chunk)
+    if hasher.digest != digest:
+        raise DigestMismatchError(
+            f"{file}: blob {member.name} fails its digest: content hashes to {hasher.digest}",
+            digest=digest,
+            actual=hasher.digest,
+            size=hasher.size,
+        )
+
+
+def _json(data: bytes, file: Path, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ImageError(f"{file}: {what} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ImageError(f"{file}: {what} is not a JSON object")
+    return doc
+
+
+def _plan(
+    file: Path,
+    staging: Path,
+    store: Store,
+    entry: Any,
+    reference: Reference | str | None,
+    platform: Platform | None,
+) -> tuple[Reference, list[Descriptor], bytes]:
+    """One image to load: its name, the blobs to ingest (config, layers; each staged
+    or already stored, sizes checked) and its manifest bytes (OCI)."""
+    desc = Descriptor.from_dict(entry)
+    if reference is not None:
+        name = reference if isinstance(reference, Reference) else Reference.parse(reference)
+    else:
+        text = desc.annotations.get(CONTAINERD_NAME_ANNOTATION) or desc.annotations.get(
+            mt.REF_NAME_ANNOTATION
+        )
+        if not text:
+            raise ImageError(
+                f"{file}: image {desc.digest} has no name ({mt.REF_NAME_ANNOTATION});"
+                " give it a reference"
+            )
+        name = Reference.parse(text)
+
+    def staged(blob: Descriptor) -> bytes | None:
+        """Check the blob is staged (or stored) with the descriptor's size; return
+        its bytes if it is small enough to be JSON."""
+        path = staging / digest_hex(blob.digest)
+        if not path.is_file():
+            path = store.blob_path(blob.digest)
+        if not path.is_file():
+            raise ImageError(f"{file}: blob {blob.digest} ({blob.media_type}) of {name} is missing")
+        size = path.stat().st_size
+        if size != blob.size:
+            raise DigestMismatchError(
+                f"{file}: blob {blob.digest} has {size} bytes, its descriptor says {blob.size}",
+                digest=blob.digest,
+                actual=None,
+                size=size,
+            )
+        return path.read_bytes() if size <= JSON_MAX_BYTES else None
+
+    document = parse_manifest(_need(staged(desc), desc, file), desc.media_type or None)
+    depth = 0
+    while isinstance(document, Index):
+        depth += 1
+        if depth > MAX_INDEX_DEPTH:
+            raise ImageError(f"{file}: indexes nested deeper than {MAX_INDEX_DEPTH}")
+        desc = document.select(platform or Platform.host())
+        document = parse_manifest(_need(staged(desc), desc, file), desc.media_type or None)
+    manifest: Manifest = document
+    data = _need(staged(desc), desc, file)
+    if manifest.config.media_type not in mt.CONFIG_TYPES:
+        raise UnsupportedMediaTypeError(
+            f"{file}: {name}: config media type {manifest.config.media_type!r}"
+            " is not an image config",
+            media_type=manifest.config.media_type,
+        )
+    for layer in manifest.layers:
+        if layer.media_type not in mt.LAYER_TYPES:
+            raise UnsupportedMediaTypeError(
+                f"{file}: {name}: layer {layer.digest} has unsupported media type"
+                f" {layer.media_type!r}",
+                media_type=layer.media_type,
+            )
+    blobs = [manifest.config, *manifest.layers]
+    for blob in blobs:
+        staged(blob)
+    if manifest.media_type == mt.DOCKER_MANIFEST:
+        data = docker_to_oci(data)
+    return name, blobs, data
+
+
+def _need(data: bytes | None, desc: Descriptor, file: Path) -> bytes:
+    if data is None:
+        raise ImageError(f"{file}: manifest {desc.digest} exceeds {JSON_MAX_BYTES} bytes")
+    return data
