@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         dest="image_command", required=True
     )
     pull = image.add_parser("pull", help="pull an image from a registry")
+    pull.add_argument("--platform", default=None, metavar="OS/ARCH[/VARIANT]",
+                      help="platform to pick from a multi-platform image (default: this host)")
     pull.add_argument("reference")
     image.add_parser("ls", help="list images in the store")
     image.add_parser("inspect", help="show a stored image as JSON").add_argument("reference")
@@ -97,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--user", "-u", default=None)
     run.add_argument("--hostname", default=None)
     run.add_argument("--pull", choices=("always", "missing", "never"), default="missing")
+    run.add_argument("--platform", default=None, metavar="OS/ARCH[/VARIANT]",
+                     help="platform to pick from a multi-platform image (default: this host)")
+    run.add_argument("--allow-foreign-platform", action="store_true",
+                     help="start an image built for a platform this host cannot run natively")
     run.add_argument("image")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND")
     return parser
@@ -152,6 +158,8 @@ def _run(args: argparse.Namespace, images: Images) -> int:
             workdir=args.workdir,
             user=args.user,
             hostname=args.hostname,
+            platform=args.platform,
+            allow_foreign_platform=args.allow_foreign_platform,
         )
         code = _follow(handle, sys.stdout.buffer, sys.stderr.buffer)
         status = handle.wait()
@@ -227,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         if args.command == "image" and args.image_command == "pull":
-            image = Images(store, policy="always").pull(args.reference)
+            image = Images(store, policy="always").pull(args.reference,
+                                                        platform=args.platform)
             print(f"{image.reference}: {image.digest}")
             return 0
         if args.command == "image" and args.image_command == "ls":

@@ -134,3 +134,14 @@ def test_closed_stdout_kills_the_container_and_exits_141(pulled: str, store_dir:
     assert "Traceback" not in proc.stderr
     assert not [p for p in Path("/run/ptc").glob("ptc-*") if (p / "owner").exists()
                 and not Path(f"/proc/{(p / 'owner').read_text().strip()}").exists()]
+
+
+def test_platform_option(busybox_ref: str, store_dir: Path) -> None:
+    host = cli(store_dir, "image", "pull", "--platform", "linux/amd64", busybox_ref)
+    assert host.returncode == 0, host.stderr
+    other = cli(store_dir, "image", "pull", "--platform", "linux/s390x", busybox_ref)
+    assert other.returncode == 125
+    assert "s390x" in other.stderr and "Traceback" not in other.stderr
+    bad = cli(store_dir, "run", "--platform", "linux", busybox_ref, "true")
+    assert bad.returncode == 125
+    assert "platform" in bad.stderr and "Traceback" not in bad.stderr
