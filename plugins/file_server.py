@@ -30,10 +30,12 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from pytest_containers.plugins._httpd import ThreadedServer
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 #: Bytes written per ``write`` call when serving a file.
@@ -73,8 +75,7 @@ class FileServer:
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server = ThreadedServer()
 
     @property
     def url(self) -> str:
@@ -179,28 +180,12 @@ class FileServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
 
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        httpd.daemon_threads = False  # so server_close() joins every request thread
-        self._httpd = httpd
-        self.port = int(httpd.server_address[1])
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"ptc-file-server-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self.port = self._server.start(Handler, "ptc-file-server")
         return self
 
     def stop(self) -> None:
         """Stop serving, close the socket and join the threads. Safe to call twice."""
-        httpd, self._httpd = self._httpd, None
-        thread, self._thread = self._thread, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if thread is not None:
-            thread.join()
+        self._server.stop()
 
     def __enter__(self) -> FileServer:
         return self.start()

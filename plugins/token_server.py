@@ -32,7 +32,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
+from pytest_containers.plugins._httpd import ThreadedServer
 
 #: Lifetime of issued tokens, in seconds (the spec's default is 60).
 TOKEN_TTL = 300.0
@@ -116,8 +117,7 @@ class TokenServer:
         self.root_cert_path = self.workdir / "root.pem"
         self.port = 0
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server = ThreadedServer()
         self._key = ec.generate_private_key(ec.SECP256R1())
         now = _dt.datetime.now(_dt.UTC)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.issuer)])
@@ -272,17 +272,7 @@ class TokenServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
 
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        httpd.daemon_threads = False  # so server_close() joins every request thread
-        self._httpd = httpd
-        self.port = int(httpd.server_address[1])
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"ptc-token-server-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self.port = self._server.start(Handler, "ptc-token-server")
         return self
 
     def stop(self) -> None:
@@ -291,13 +281,7 @@ class TokenServer:
         Safe to call twice. The port stays recorded, so :attr:`realm` then names
         an address where nothing listens (an unreachable realm).
         """
-        httpd, self._httpd = self._httpd, None
-        thread, self._thread = self._thread, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if thread is not None:
-            thread.join()
+        self._server.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> TokenServer:
