@@ -5,7 +5,16 @@ tag or digest; if it is an index, select the entry for the platform and
 fetch that manifest (nested indexes followed up to ``MAX_INDEX_DEPTH``);
 fetch the config and each layer blob not already stored, each verified by
 size then digest before it enters the store; name the manifest in the
-store's ``index.json`` with the full reference. A Docker v2 schema 2
+store's ``index.json`` with the full reference.
+
+Concurrency: the config is fetched first, then the missing layers at once,
+``PULL_WORKERS`` threads sharing the one registry client (httpx clients are
+thread-safe). The first layer to fail stops the pull: the other downloads
+are cancelled at their next chunk (or finish), each leaving either a
+verified blob or nothing, and that first error is raised. Across processes
+(xdist workers, parallel CI jobs sharing a store) each blob is downloaded
+once: :meth:`Store.fetch_blob_once` holds a per-blob filelock around "check
+present, download, verify, rename", so the others wait and then find it. A Docker v2 schema 2
 manifest is stored converted to an OCI manifest (same blobs, new manifest
 digest), because OCI layout readers (skopeo, umoci) only address OCI
 manifests; the registry's digest is kept as the entry's
@@ -33,8 +42,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import replace
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from pytest_containers.exceptions import (
     ImageError,
@@ -59,6 +71,8 @@ from pytest_containers.image.store import Image, Store
 
 PullPolicy = Literal["always", "missing", "never"]
 MAX_INDEX_DEPTH = 4
+#: Layer downloads at once within one pull (threads sharing the registry client).
+PULL_WORKERS = 4
 #: What marks a store name as resolved for a non-host platform (see the module docstring).
 PLATFORM_TAG_MARK = "ptc-"
 _TAG_MAX_CHARS = 128
@@ -172,8 +186,8 @@ def _pull(
             )
     if wanted is not None and depth == 0:
         _check_single_platform(client, ref, store, manifest, wanted)
-    for blob in (manifest.config, *manifest.layers):
-        _fetch_blob(client, ref.repository, blob, store)
+    _fetch_blob(client, ref.repository, manifest.config, store)
+    _fetch_layers(client, ref.repository, manifest.layers, store)
     data, digest = fetched.data, fetched.digest
     if manifest.media_type == mt.DOCKER_MANIFEST:
         # OCI layouts address only OCI manifests (skopeo and umoci skip others).
@@ -202,11 +216,93 @@ def _check_single_platform(
         )
 
 
-def _fetch_blob(client: RegistryClient, repository: str, blob: Descriptor, store: Store) -> None:
-    if store.has_blob(blob.digest):
+class _Cancelled(Exception):
+    """A layer download stopped because another one failed (never leaves this module)."""
+
+
+class _CancellableWriter:
+    """Passes writes to ``writer`` until ``cancel`` is set, then raises :class:`_Cancelled`."""
+
+    def __init__(self, writer: BinaryIO, cancel: threading.Event) -> None:
+        self._writer = writer
+        self._cancel = cancel
+
+    def write(self, chunk: bytes) -> int:
+        if self._cancel.is_set():
+            raise _Cancelled
+        return self._writer.write(chunk)
+
+
+def _fetch_layers(
+    client: RegistryClient,
+    repository: str,
+    layers: Sequence[Descriptor],
+    store: Store,
+    *,
+    workers: int | None = None,
+) -> None:
+    """Fetch the layers not yet stored, up to ``workers`` (default ``PULL_WORKERS``)
+    at once, each digest once.
+
+    The first failure (in time) is raised once every download has stopped: the
+    others are cancelled at their next chunk and leave nothing behind, or have
+    finished and are stored, verified.
+    """
+    missing = [
+        layer
+        for layer in {layer.digest: layer for layer in layers}.values()
+        if not store.has_blob(layer.digest)
+    ]
+    workers = PULL_WORKERS if workers is None else workers
+    if workers <= 1 or len(missing) <= 1:
+        for layer in missing:
+            _fetch_blob(client, repository, layer, store)
         return
+    cancel = threading.Event()
+    errors: list[BaseException] = []
+    errors_lock = threading.Lock()
+
+    def work(layer: Descriptor) -> None:
+        try:
+            _fetch_blob(client, repository, layer, store, cancel)
+        except _Cancelled:
+            pass
+        except BaseException as exc:
+            with errors_lock:
+                errors.append(exc)
+            cancel.set()
+            raise
+
+    pool = ThreadPoolExecutor(min(workers, len(missing)), thread_name_prefix="ptc-pull")
+    try:
+        futures = [pool.submit(work, layer) for layer in missing]
+        wait(futures, return_when=FIRST_EXCEPTION)
+    except BaseException:  # e.g. KeyboardInterrupt while waiting: stop the workers too
+        cancel.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if errors:
+        raise errors[0]
+
+
+def _fetch_blob(
+    client: RegistryClient,
+    repository: str,
+    blob: Descriptor,
+    store: Store,
+    cancel: threading.Event | None = None,
+) -> None:
+    """Fetch ``blob`` into ``store`` unless present, once across processes; with
+    ``cancel``, stop (:class:`_Cancelled`, nothing stored) once it is set."""
 
     # One temp file for the whole download: fetch_blob retries and resumes into it
     # (Range from the bytes held), and ingest verifies size and digest of all of it.
-    with store.ingest(blob.digest, blob.size) as writer:
-        client.fetch_blob(repository, blob, writer)  # type: ignore[arg-type]
+    def fill(writer: BinaryIO) -> None:
+        if cancel is not None:
+            if cancel.is_set():
+                raise _Cancelled
+            writer = _CancellableWriter(writer, cancel)  # type: ignore[assignment]
+        client.fetch_blob(repository, blob, writer)
+
+    store.fetch_blob_once(blob.digest, blob.size, fill)  # type: ignore[arg-type]

@@ -9,7 +9,8 @@ On disk, under ``root``::
     snapshots/<hex>/        one unpacked layer per chainID, shared read-only
     tmp/                    blobs being downloaded (renamed into blobs/ once verified),
                             archives being loaded
-    locks/                  filelock files (index.json, one per snapshot)
+    locks/                  filelock files (index.json, one per blob being fetched,
+                            one per snapshot)
 
 Reference names: each ``index.json`` entry carries the annotation
 ``org.opencontainers.image.ref.name`` set to the *full canonical reference*
@@ -36,7 +37,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -196,6 +197,67 @@ class Store:
             os.replace(tmp, self.blob_path(digest))
         finally:
             tmp.unlink(missing_ok=True)
+
+    def blob_lock_path(self, digest: str) -> Path:
+        """``<root>/locks/blob-<hex>.lock``: the filelock held while blob ``digest``
+        is fetched by :meth:`fetch_blob_once` (the file stays; only its lock matters)."""
+        return self._locks_dir / f"blob-{digest_hex(digest)}.lock"
+
+    @contextlib.contextmanager
+    def blob_lock(self, digest: str, *, timeout: float = LOCK_TIMEOUT) -> Iterator[Path]:
+        """Hold the per-blob lock of ``digest`` (:meth:`blob_lock_path`), across
+        processes and threads alike (a ``flock`` on a file opened per call); yields
+        the lock file's path.
+
+        ``timeout``: seconds to wait for another holder. Raises :class:`ImageError`
+        (fields ``digest``, ``lock_path``, ``timeout``) naming the blob and the lock
+        file when it is not released in time. A holder that dies releases it.
+        """
+        validate_digest(digest)
+        path = self.blob_lock_path(digest)
+        lock = filelock.FileLock(path)
+        try:
+            lock.acquire(timeout=timeout)
+        except filelock.Timeout:
+            raise ImageError(
+                f"timed out after {timeout:g} s waiting for another process to fetch blob "
+                f"{digest} into the store {self.root} (lock file {path} held)",
+                digest=digest,
+                lock_path=str(path),
+                timeout=timeout,
+            ) from None
+        try:
+            yield path
+        finally:
+            lock.release()
+
+    def fetch_blob_once(
+        self,
+        digest: str,
+        size: int | None,
+        fetch: Callable[[_VerifyingWriter], object],
+        *,
+        timeout: float = LOCK_TIMEOUT,
+    ) -> bool:
+        """Store blob ``digest`` unless it is there; return whether it was fetched here.
+
+        "Check present, download, verify, rename" runs under :meth:`blob_lock`, so
+        processes (xdist workers, parallel CI jobs) and threads sharing the store
+        download each blob once: the others wait for the lock, then find the blob
+        present and return ``False``. ``fetch(writer)`` writes the bytes into an
+        :meth:`ingest` writer (size in bytes, then digest, verified on return); a
+        reader never sees a half-written blob, and on any error nothing of it stays
+        (no temp file, no blob). ``timeout``: seconds to wait for the lock
+        (:class:`ImageError` naming the blob and lock file when exceeded).
+        """
+        if self.has_blob(digest):
+            return False
+        with self.blob_lock(digest, timeout=timeout):
+            if self.has_blob(digest):
+                return False
+            with self.ingest(digest, size) as writer:
+                fetch(writer)
+        return True
 
     def put_blob(self, data: bytes, digest: str | None = None) -> str:
         """Store ``data``; check it against ``digest`` if given. Returns its digest."""
