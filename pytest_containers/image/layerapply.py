@@ -10,6 +10,14 @@ search, a non-directory above a directory hides it, an opaque directory
 hides the layers below it. Lower snapshots are only read (``lstat``,
 ``readlink``, ``getxattr``, reading a file to copy it up), always through
 components already known to be real directories in that snapshot.
+
+Resolved directories are cached per layer (:attr:`LayerApplier.dirs`): the
+state after each clean directory name (real components, the snapshots it is
+visible in, the symlinks followed so far), reused while nothing this layer
+does can change it. The cache is dropped when a directory of this snapshot
+is removed or made opaque, and when anything is created or removed at a name
+a cached resolution followed as a symlink; every cached directory is a real
+directory of this snapshot, so other changes cannot reach it.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 from pytest_containers.exceptions import ImageError, UnsafeLayerError
+from pytest_containers.image.tarstream import TarStream
 
 __all__ = ["LayerApplier", "clean_name", "device_skippable"]
 
@@ -38,6 +47,8 @@ _XATTR_PREFIX = "SCHILY.xattr."
 
 _Mode = Literal["create", "existing", "lookup"]
 _Hit = tuple[str, os.stat_result]  # (snapshot root holding the name, its lstat)
+# a resolved directory: (real components, visible of each ancestor, visible, symlinks followed)
+_State = tuple[list[str], list[list[str]], list[str], int]
 
 
 def clean_name(name: str) -> str:
@@ -112,8 +123,22 @@ class LayerApplier:
         self.digest = digest
         self.dir_mtimes: dict[str, tuple[int, int]] = {}
         self.written: set[str] = set()  # paths made by this layer's own entries
+        self.dirs: dict[str, _State] = {}  # clean directory name -> resolved, real in root
+        self.followed: set[str] = set()  # paths in root of names followed as symlinks
+        self.generation = 0  # bumped by each invalidate()
 
-    def run(self, archive: tarfile.TarFile) -> None:
+    def invalidate(self) -> None:
+        """Forget every cached resolution (the merged view changed under them)."""
+        self.dirs.clear()
+        self.followed.clear()
+        self.generation += 1
+
+    def join(self, layer: str, parts: list[str], name: str | None = None) -> str:
+        """``os.path.join(layer, *parts, name)``, for components without slashes."""
+        path = "/".join([layer, *parts]) if parts else layer
+        return path if name is None else f"{path}/{name}"
+
+    def run(self, archive: TarStream) -> None:
         for member in archive:
             try:
                 self.entry(archive, member)
@@ -144,8 +169,9 @@ class LayerApplier:
         ``(None, [])`` if missing or whited out.
         """
         dirs: list[str] = []
+        sub = "/".join(parts)
         for layer in visible:
-            path = os.path.join(layer, *parts, name)
+            path = f"{layer}/{sub}/{name}" if sub else f"{layer}/{name}"
             st = _lstat(path)
             if st is None:
                 continue
@@ -171,61 +197,85 @@ class LayerApplier:
         also makes missing ones (0755; over a whiteout of this layer: opaque)
         and raises ImageError for a non-directory, the others return None.
         """
-        parts: list[str] = []
-        stack: list[list[str]] = []
-        visible = self.layers
-        todo = list(reversed(rel.split("/")))
-        links = 0
+        cached = self.dirs.get(rel)
+        if cached is not None:
+            return cached[0], cached[2]
+        names = rel.split("/") if rel else []
+        clean = "" not in names and "." not in names and ".." not in names
+        done = 0  # names of rel resolved so far
+        if clean:
+            for done in range(len(names) - 1, 0, -1):
+                cached = self.dirs.get("/".join(names[:done]))
+                if cached is not None:
+                    break
+            else:
+                done = 0
+        if cached is not None:
+            parts, stack, visible, links = list(cached[0]), list(cached[1]), cached[2], cached[3]
+        else:
+            parts, stack, visible, links = [], [], self.layers, 0
+        todo = names[done:]
+        todo.reverse()
+        pending = len(todo)  # names of rel still in todo
+        store = clean and mode != "lookup"
+        generation = self.generation
         while todo:
             part = todo.pop()
+            if len(todo) < pending:
+                pending = len(todo)
             if part in ("", "."):
-                continue
-            if part == "..":
+                pass
+            elif part == "..":
                 if parts:
                     parts.pop()
                     visible = stack.pop()
-                continue
-            hit, dirs = self.lookup(visible, parts, part)
-            if hit is not None and stat.S_ISLNK(hit[1].st_mode):
-                links += 1
-                if links > _MAX_SYMLINKS:
-                    raise self.unsafe(entry, "resolves through too many symlinks")
-                target = os.readlink(os.path.join(hit[0], *parts, part))
-                if target.startswith("/"):
-                    parts, stack, visible = [], [], self.layers
-                todo.extend(reversed(target.split("/")))
-                continue
-            if hit is not None:
-                if mode == "create":
-                    where = os.path.join(*parts, part)
-                    raise self.bad(entry, f"has a parent that is not a directory: {where!r}")
-                return None
-            if not dirs:
-                if mode != "create":
+            else:
+                hit, dirs = self.lookup(visible, parts, part)
+                if hit is not None and stat.S_ISLNK(hit[1].st_mode):
+                    links += 1
+                    if links > _MAX_SYMLINKS:
+                        raise self.unsafe(entry, "resolves through too many symlinks")
+                    self.followed.add(self.join(self.root, parts, part))
+                    target = os.readlink(self.join(hit[0], parts, part))
+                    if target.startswith("/"):
+                        parts, stack, visible = [], [], self.layers
+                    todo.extend(reversed(target.split("/")))
+                    continue
+                if hit is not None:
+                    if mode == "create":
+                        where = os.path.join(*parts, part)
+                        raise self.bad(entry, f"has a parent that is not a directory: {where!r}")
                     return None
-                path = os.path.join(self.root, *parts, part)
-                self.make_dir(path, _lstat(path))
-                dirs = [self.root]
-            elif dirs[0] != self.root and mode != "lookup":
-                self.materialize(parts, part, dirs[0])
-                dirs = [self.root, *dirs]
-            stack.append(visible)
-            parts.append(part)
-            visible = dirs
+                if not dirs:
+                    if mode != "create":
+                        return None
+                    path = self.join(self.root, parts, part)
+                    self.make_dir(path, _lstat(path))
+                    dirs = [self.root]
+                elif dirs[0] != self.root and mode != "lookup":
+                    self.materialize(parts, part, dirs[0])
+                    dirs = [self.root, *dirs]
+                stack.append(visible)
+                parts.append(part)
+                visible = dirs
+            if store and len(todo) == pending and self.generation == generation:
+                # names[: len(names) - pending] resolved, and nothing invalidated since
+                key = "/".join(names[: len(names) - pending])
+                self.dirs[key] = (list(parts), list(stack), visible, links)
         return parts, visible
 
     def resolve_dir(self, rel: str, entry: str) -> str:
         """Absolute path in this snapshot of directory ``rel``, made if missing."""
         found = self.resolve(rel, entry, "create")
         assert found is not None
-        return os.path.join(self.root, *found[0])
+        return self.join(self.root, found[0])
 
     def materialize(self, parts: list[str], name: str, lower: str) -> None:
         """Make lower directory ``parts/name`` of ``lower`` a directory of this
         snapshot with the same owner, mode and times (containerd ``mkparent``),
         so the overlay keeps showing the lower metadata."""
-        path = os.path.join(self.root, *parts, name)
-        st = os.lstat(os.path.join(lower, *parts, name))
+        path = self.join(self.root, parts, name)
+        st = os.lstat(self.join(lower, parts, name))
         old = _lstat(path)
         if old is not None:
             self.remove(path, old)
@@ -234,21 +284,27 @@ class LayerApplier:
         os.chmod(path, stat.S_IMODE(st.st_mode))
         self.dir_mtimes[path] = (st.st_atime_ns, st.st_mtime_ns)
 
-    def make_dir(self, path: str, st: os.stat_result | None) -> None:
-        """mkdir ``path`` (mode 0755) in place of ``st``; opaque if that was a whiteout."""
+    def make_dir(self, path: str, st: os.stat_result | None, chmod: bool = True) -> None:
+        """mkdir ``path`` (mode 0755, or as ``metadata`` sets it next if not
+        ``chmod``) in place of ``st``; opaque if that was a whiteout."""
         if st is not None:
             self.remove(path, st)
         os.mkdir(path, 0o755)
-        os.chmod(path, 0o755)  # not subject to the umask
+        if chmod:
+            os.chmod(path, 0o755)  # not subject to the umask
         if st is not None and _is_whiteout(st):
+            self.invalidate()
             os.setxattr(path, _OPAQUE_XATTR, b"y", follow_symlinks=False)
 
     def remove(self, path: str, st: os.stat_result) -> None:
         """Remove ``path`` (no symlink below the root), forgetting its directory mtimes."""
         self.written.discard(path)
         if not stat.S_ISDIR(st.st_mode):
+            if path in self.followed:
+                self.invalidate()
             os.unlink(path)
             return
+        self.invalidate()
         shutil.rmtree(path)
         below = path + "/"
         for gone in [p for p in self.dir_mtimes if p.startswith(below)]:
@@ -258,7 +314,7 @@ class LayerApplier:
 
     # -- entries ----------------------------------------------------------------
 
-    def entry(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def entry(self, archive: TarStream, member: tarfile.TarInfo) -> None:
         name = clean_name(member.name)
         parent, _, base = name.rpartition("/")
         if not name:
@@ -275,11 +331,13 @@ class LayerApplier:
             self.whiteout(member.name, parent, base[len(_WH_PREFIX) :])
             return
         target = self.link_target(member) if member.islnk() else None
-        path = os.path.join(self.resolve_dir(parent, member.name), base)
+        path = f"{self.resolve_dir(parent, member.name)}/{base}"
         st = _lstat(path)
+        if path in self.followed:
+            self.invalidate()  # replaced (or hidden in the lower layer) below
         if member.isdir():
             if st is None or not stat.S_ISDIR(st.st_mode):
-                self.make_dir(path, st)
+                self.make_dir(path, st, chmod=False)
             self.written.add(path)
             self.metadata(path, member)
             return
@@ -289,6 +347,8 @@ class LayerApplier:
             self.remove(path, st)
         if member.isreg():
             self.write_file(archive, member, path)
+            self.written.add(path)
+            return
         elif member.islnk():
             os.link(target, path, follow_symlinks=False)  # type: ignore[arg-type]
             self.written.add(path)
@@ -325,7 +385,8 @@ class LayerApplier:
         found = self.resolve(parent, entry, "existing")
         if found is None:
             return
-        path = os.path.join(self.root, *found[0])
+        path = self.join(self.root, found[0])
+        self.invalidate()
         keep = {a for p in self.written for a in _ancestors(p)} | self.written
         self.prune(path, keep)
         os.setxattr(path, _OPAQUE_XATTR, b"y", follow_symlinks=False)
@@ -345,11 +406,14 @@ class LayerApplier:
         found = self.resolve(parent, entry, "existing")
         if found is None:
             return  # no directory there: nothing to delete (umoci)
-        path = os.path.join(self.root, *found[0], name)
+        path = self.join(self.root, found[0], name)
         st = _lstat(path)
         if st is None:
+            if path in self.followed:
+                self.invalidate()
             os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
         elif stat.S_ISDIR(st.st_mode):  # unpacked by this layer: keep it, hide the lower
+            self.invalidate()
             os.setxattr(path, _OPAQUE_XATTR, b"y", follow_symlinks=False)
         # a non-directory of this layer already hides the lower one
 
@@ -366,11 +430,13 @@ class LayerApplier:
         if hit is None or found is None:
             raise self.bad(member.name, f"hardlinks a missing file {member.linkname!r}")
         if hit[0] == self.root:
-            return os.path.join(self.root, *found[0], base)
+            return self.join(self.root, found[0], base)
         made = self.resolve(parent, member.name, "existing")
         assert made is not None and made[0] == found[0]
-        path = os.path.join(self.root, *found[0], base)
-        self.copy_up(os.path.join(hit[0], *found[0], base), path, hit[1])
+        path = self.join(self.root, found[0], base)
+        if path in self.followed:
+            self.invalidate()
+        self.copy_up(self.join(hit[0], found[0], base), path, hit[1])
         return path
 
     def copy_up(self, src: str, dest: str, st: os.stat_result) -> None:
@@ -395,24 +461,29 @@ class LayerApplier:
                     os.setxattr(dest, name, value, follow_symlinks=False)
         os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
-    def write_file(self, archive: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
+    def write_file(self, archive: TarStream, member: tarfile.TarInfo, path: str) -> None:
+        """Create ``path`` with the data of ``member``, then its metadata, through one fd."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        data = archive.extractfile(member)
-        with os.fdopen(os.open(path, flags, 0o600), "wb") as out:
-            if data is not None:
-                shutil.copyfileobj(data, out, _CHUNK)
+        fd = os.open(path, flags, 0o600)
+        try:
+            archive.copy_to(member, fd)
+            self.metadata(path, member, fd)
+        finally:
+            os.close(fd)
 
-    def metadata(self, path: str, member: tarfile.TarInfo) -> None:
-        """Owner, mode, xattrs, then times (directories: deferred to the end)."""
-        os.chown(path, member.uid, member.gid, follow_symlinks=False)
+    def metadata(self, path: str, member: tarfile.TarInfo, fd: int | None = None) -> None:
+        """Owner, mode, xattrs, then times (directories: deferred to the end);
+        through ``fd`` (open on ``path``) if given."""
+        ref: str | int = path if fd is None else fd
+        os.chown(ref, member.uid, member.gid, follow_symlinks=fd is not None)
         if not member.issym():
-            os.chmod(path, member.mode & 0o7777)  # after chown, which clears setuid
+            os.chmod(ref, member.mode & 0o7777)  # after chown, which clears setuid
         for key, value in member.pax_headers.items():
             name = key.removeprefix(_XATTR_PREFIX)
             if name != key and _xattr_allowed(name, member):
                 raw = value.encode("utf-8", "surrogateescape")  # tarfile's decoding, undone
                 try:
-                    os.setxattr(path, name, raw, follow_symlinks=False)
+                    os.setxattr(ref, name, raw, follow_symlinks=fd is not None)
                 except OSError as exc:
                     if exc.errno == errno.EPERM and name.startswith("security."):
                         warnings.warn(
@@ -427,6 +498,8 @@ class LayerApplier:
         atime = _mtime_ns(member, "atime") if "atime" in member.pax_headers else mtime
         if member.isdir():
             self.dir_mtimes[path] = (atime, mtime)
+        elif fd is not None:
+            os.utime(fd, ns=(atime, mtime))
         else:
             os.utime(path, ns=(atime, mtime), follow_symlinks=False)
 

@@ -82,6 +82,7 @@ from pytest_containers.exceptions import (
     UnsupportedMediaTypeError,
 )
 from pytest_containers.image.layerapply import LayerApplier
+from pytest_containers.image.tarstream import GzipReader, TarStream
 
 try:
     import zstandard
@@ -167,9 +168,8 @@ def unpack_layer(
         try:
             first = _read_full(hashing, tarfile.BLOCKSIZE)
             if first.strip(b"\0"):  # Python's tarfile rejects an empty archive
-                stream = _Prefixed(first, hashing)
-                with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
-                    LayerApplier(root, label, digest, [str(p) for p in parents]).run(archive)
+                archive = TarStream(_Prefixed(first, hashing))
+                LayerApplier(root, label, digest, [str(p) for p in parents]).run(archive)
             while hashing.read(_CHUNK):  # the rest of the stream belongs to the DiffID
                 pass
         except _STREAM_ERRORS as exc:
@@ -241,7 +241,7 @@ def _decompress(src: BinaryIO, media_type: str) -> Any:
     magic = _read_full(src, 4)
     raw = _Prefixed(magic, src)
     if magic.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[call-overload]
+        return GzipReader(raw)  # gzip.GzipFile's rules, larger reads
     if magic == _ZSTD_MAGIC:
         if zstandard is None:
             raise UnsupportedMediaTypeError(

@@ -247,3 +247,56 @@ def test_store_failed_unpack_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="missing"):
         store.snapshots(image)
     assert [p.name for p in store.snapshots_dir.iterdir()] == [sha256(make_tar(f("a")))[7:]]
+
+
+# --- the per-layer resolution cache ------------------------------------------
+
+
+@root_only
+def test_cache_dir_replaced_by_symlink_then_written(tmp_path: Path) -> None:
+    """``a`` resolved (cached) as a directory, then replaced by a symlink: ``a/x``
+    must follow the symlink, inside the root."""
+    t = "ptc-no-such-dir-" + os.urandom(4).hex()
+    (s0,) = stack(
+        tmp_path,
+        make_tar(d("a"), f("a/y", b"y"), sym("a", f"/{t}"), f("a/x", b"x"), f("a/z/w", b"w")),
+    )
+    assert os.readlink(s0 / "a") == f"/{t}" and not os.path.lexists(f"/{t}")
+    assert sorted(os.listdir(s0 / t)) == ["x", "z"] and (s0 / t / "z/w").read_bytes() == b"w"
+
+
+@root_only
+def test_cache_symlink_replaced_by_dir_then_written(tmp_path: Path) -> None:
+    """A (lower or own) symlink followed and cached, then replaced or hidden by a
+    directory of this layer: later names go into the new directory."""
+    base, top = stack(
+        tmp_path,
+        make_tar(d("t"), sym("low", "t")),
+        make_tar(f("low/a", b"1"), d("low"), f("low/b", b"2"),
+                 d("u"), sym("own", "u"), f("own/c", b"3"), f("own", b"file"),
+                 sym("w", "u"), f("w/d", b"4"), f(".wh.w"), d("w"), f("w/e", b"5")),
+    )  # fmt: skip
+    assert sorted(os.listdir(top / "t")) == ["a"] and sorted(os.listdir(top / "low")) == ["b"]
+    assert (top / "own").read_bytes() == b"file" and sorted(os.listdir(top / "u")) == ["c", "d"]
+    assert sorted(os.listdir(top / "w")) == ["e"]
+
+
+@root_only
+def test_cache_dropped_by_opaque_and_whiteout(tmp_path: Path) -> None:
+    """A lower directory resolved (cached, visible in the lower layer), then made
+    opaque or whited out by this layer: a later hardlink into it must not find the
+    lower files, and a lower symlink below it must no longer be followed."""
+    (base,) = stack(
+        tmp_path, make_tar(f("a/old", b"o"), sym("a/l", "/t"), d("t"), f("b/old", b"o"))
+    )
+    with pytest.raises(ImageError, match="missing"):
+        unpack(tmp_path / "x", make_tar(f("a/n", b"n"), f("a/.wh..wh..opq"), hard("a/h", "a/old")),
+               parents=[base])  # fmt: skip
+    unpack(tmp_path / "y", make_tar(f("a/l/f", b"f"), f("a/.wh.l"), d("a/l"), f("a/l/g", b"g")),
+           parents=[base])  # fmt: skip
+    y = tmp_path / "y"
+    assert os.listdir(y / "t") == ["f"] and os.listdir(y / "a/l") == ["g"]
+    assert os.getxattr(y / "a/l", "trusted.overlay.opaque") == b"y"
+    layer = make_tar(f("b/n", b"n"), d("b"), f("b/.wh..wh..opq"), hard("b/h", "b/n"))
+    unpack(tmp_path / "z", layer, parents=[base])
+    assert os.lstat(tmp_path / "z/b/h").st_ino == os.lstat(tmp_path / "z/b/n").st_ino
