@@ -48,6 +48,7 @@ from pytest_containers.image.manifest import (
     Manifest,
     Platform,
     docker_to_oci,
+    load_json_object,
     parse_manifest,
 )
 from pytest_containers.image.reference import Reference
@@ -183,8 +184,8 @@ def _unpack(file: Path, staging: Path) -> dict[str, Any]:
         if required not in docs:
             raise ImageError(f"{file} is not an OCI archive: it has no {required}")
     layout, index = (
-        _json(docs["oci-layout"], file, "oci-layout"),
-        _json(docs["index.json"], file, "index.json"),
+        load_json_object(docs["oci-layout"], f"{file}: oci-layout"),
+        load_json_object(docs["index.json"], f"{file}: index.json"),
     )
     if layout.get("imageLayoutVersion") != mt.OCI_LAYOUT_VERSION:
         raise ImageError(
@@ -216,16 +217,6 @@ def _stage_blob(
             actual=hasher.digest,
             size=hasher.size,
         )
-
-
-def _json(data: bytes, file: Path, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ImageError(f"{file}: {what} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ImageError(f"{file}: {what} is not a JSON object")
-    return doc
 
 
 def _plan(

@@ -79,7 +79,8 @@ _AMD64_LEVEL_FLAGS = (
 )
 
 
-def _load(data: bytes | str, what: str) -> dict[str, Any]:
+def load_json_object(data: bytes | str, what: str) -> dict[str, Any]:
+    """``data`` parsed as a JSON object; ``ImageError`` naming ``what`` otherwise."""
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -432,7 +433,7 @@ class Manifest:
         Raises :class:`UnsupportedMediaTypeError` for schema 1 or non-manifest
         types, :class:`ImageError` for malformed JSON or descriptors.
         """
-        doc = _load(data, "manifest")
+        doc = load_json_object(data, "manifest")
         if media_type and media_type not in mt.MANIFEST_TYPES and doc.get("mediaType"):
             media_type = None  # registries may answer a generic Content-Type
         kind = _check_media_type(doc, media_type, mt.MANIFEST_TYPES | {""})
@@ -460,7 +461,7 @@ class Index:
 
     @classmethod
     def from_json(cls, data: bytes | str, media_type: str | None = None) -> Index:
-        doc = _load(data, "image index")
+        doc = load_json_object(data, "image index")
         kind = _check_media_type(doc, media_type or doc.get("mediaType"), mt.INDEX_TYPES | {""})
         manifests = doc.get("manifests")
         if not isinstance(manifests, list):
@@ -525,7 +526,7 @@ def parse_manifest(data: bytes, media_type: str | None = None) -> Manifest | Ind
 
     Raises :class:`UnsupportedMediaTypeError` for schema 1 and unknown types.
     """
-    doc = _load(data, "manifest")
+    doc = load_json_object(data, "manifest")
     declared = doc.get("mediaType") or ""
     if media_type in mt.INDEX_TYPES or declared in mt.INDEX_TYPES:
         return Index.from_json(data, declared or media_type)
@@ -561,7 +562,7 @@ class ImageConfig:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> ImageConfig:
-        doc = _load(data, "image config")
+        doc = load_json_object(data, "image config")
         conf = doc.get("config") or {}
         rootfs = doc.get("rootfs") or {}
         if rootfs.get("type", "layers") != "layers":
@@ -601,7 +602,7 @@ def docker_to_oci(data: bytes) -> bytes:
     is returned unchanged. Raises :class:`UnsupportedMediaTypeError` for other
     types.
     """
-    doc = _load(data, "manifest")
+    doc = load_json_object(data, "manifest")
     if doc.get("mediaType") in (mt.OCI_MANIFEST, None) and "config" in doc:
         return data
     _check_media_type(doc, None, frozenset({mt.DOCKER_MANIFEST}))
