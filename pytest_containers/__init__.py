@@ -24,6 +24,7 @@ from .exceptions import (
     PlatformNotFoundError,
     RegistryError,
     RegistryUnavailableError,
+    StoreLockTimeoutError,
     UnsafeLayerError,
     UnsupportedMediaTypeError,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "Resources",
     "RunResult",
     "Stats",
+    "StoreLockTimeoutError",
     "UnsafeLayerError",
     "UnsupportedMediaTypeError",
     "hookimpl",

@@ -75,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     tag.add_argument("target")
     rm = image.add_parser("rm", help="remove names (blobs stay until prune)")
     rm.add_argument("references", nargs="+", metavar="reference")
-    image.add_parser("prune", help="remove blobs and snapshots no name reaches")
+    image.add_parser(
+        "prune", help="remove blobs and snapshots no name reaches and no container uses"
+    )
     push = image.add_parser("push", help="push a stored image to a registry")
     push.add_argument("reference")
     push.add_argument("destination", nargs="?", default=None)
@@ -207,6 +209,10 @@ def _image_command(args: argparse.Namespace, store: Store) -> int:
             print(f"deleted snapshot: {chain_id}")
         for path in report.temp:
             print(f"deleted temp: {path}")
+        for chain_id in report.in_use:
+            print(f"kept snapshot (in use by a container): {chain_id}")
+        if report.locks:
+            print(f"deleted lock files nobody held: {len(report.locks)}")
         print(f"Total reclaimed space: {report.freed_bytes / 1e6:.1f}MB")
     elif command == "push":
         result = images.push(args.reference, args.destination, chunk_bytes=args.chunk_size)

@@ -4,6 +4,11 @@
 :class:`RunResult`; ``Containers.start`` returns a :class:`ContainerHandle`.
 Everything a factory started is killed and removed by :meth:`Containers.close`
 (the ``containers`` fixture's teardown), undo-stack style, newest first.
+
+A container holds a lease on its image's layer snapshots (its overlay
+lowerdirs) from before they are unpacked until it is removed, so that an
+``image prune`` meanwhile, in this process or another, keeps them
+(:meth:`Store.lease <pytest_containers.image.store.Store.lease>`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Literal
 
 from .convert import container_spec
 from .exceptions import ContainerStartError, ContainerTimeoutError, InvalidOptionError
+from .image.locks import Lease
 from .image.manifest import Platform, host_can_run
 from .images import Images
 from .runtime import Container, ExecResult, ExitStatus, Mount, Resources, Runtime, Stats
@@ -77,10 +83,18 @@ def _read(path: Path) -> bytes:
 class ContainerHandle:
     """A running (or exited) container started by :meth:`Containers.start`."""
 
-    def __init__(self, container: Container, *, image: str, args: Sequence[str]) -> None:
+    def __init__(
+        self,
+        container: Container,
+        *,
+        image: str,
+        args: Sequence[str],
+        lease: Lease | None = None,
+    ) -> None:
         self._container = container
         self.image = image
         self.args = tuple(args)
+        self._lease = lease
         self._status: ExitStatus | None = None
         self._stats: Stats | None = None
         self._logs: tuple[bytes, bytes] | None = None
@@ -174,7 +188,8 @@ class ContainerHandle:
         return self._container.stats()
 
     def remove(self) -> None:
-        """Kill and delete the container, keeping its logs and last stats. Idempotent."""
+        """Kill and delete the container, keeping its logs and last stats, then
+        release its lease on the image's snapshots. Idempotent."""
         if self._removed:
             return
         try:
@@ -184,6 +199,8 @@ class ContainerHandle:
         self._logs = (_read(self._container.stdout_path), _read(self._container.stderr_path))
         self._container.delete()
         self._removed = True
+        if self._lease is not None:
+            self._lease.release()
 
 
 class Containers:
@@ -231,7 +248,10 @@ class Containers:
         ``allow_foreign_platform``. Raises ``InvalidReferenceError``,
         ``InvalidOptionError`` (platform), registry errors when the image must
         be pulled, ``PlatformNotFoundError``, ``CommandNotFoundError`` when the
-        command is not in the image, ``ContainerStartError``.
+        command is not in the image, ``ContainerStartError``,
+        ``StoreLockTimeoutError`` when a store lock stays held (another process
+        unpacking a layer, or pruning a snapshot, for longer than
+        ``LOCK_TIMEOUT``).
         """
         resources = Resources.from_options(memory=memory, cpus=cpus, pids=pids)
         img = self.images.get(image, platform=platform)
@@ -249,24 +269,29 @@ class Containers:
                 platform=str(image_platform),
                 host=str(Platform.host()),
             )
-        layers = self.images.snapshots(img)
-        container_id = new_container_id()
-        spec = container_spec(
-            layers=layers,
-            image_config=img.config,
-            command=command,
-            entrypoint=entrypoint,
-            env=env,
-            workdir=workdir,
-            user=user,
-            hostname=hostname or container_id[4:],
-            resources=resources,
-            mounts=volumes,
-            network=network,
-            read_only=read_only,
-        )
-        container = self.runtime.start(spec, container_id=container_id)
-        handle = ContainerHandle(container, image=image, args=spec.args)
+        lease = self.images.lease(img)  # before unpacking: a prune keeps them from now on
+        try:
+            layers = self.images.snapshots(img)
+            container_id = new_container_id()
+            spec = container_spec(
+                layers=layers,
+                image_config=img.config,
+                command=command,
+                entrypoint=entrypoint,
+                env=env,
+                workdir=workdir,
+                user=user,
+                hostname=hostname or container_id[4:],
+                resources=resources,
+                mounts=volumes,
+                network=network,
+                read_only=read_only,
+            )
+            container = self.runtime.start(spec, container_id=container_id)
+        except BaseException:
+            lease.release()
+            raise
+        handle = ContainerHandle(container, image=image, args=spec.args, lease=lease)
         self._started.append(handle)
         return handle
 

@@ -9,12 +9,13 @@
     │   ├── RegistryUnavailableError (ConnectionError)   down, refused, timed out
     │   ├── AuthenticationError (PermissionError)        401/403, token flow failed
     │   └── ManifestUnknownError (LookupError)           unknown repository, tag or digest
-    ├── ImageError                               the image's content is unusable
+    ├── ImageError                               the image or the local store is unusable
     │   ├── DigestMismatchError (ValueError)     bytes do not match size or digest
     │   ├── UnsupportedMediaTypeError (ValueError)
     │   ├── PlatformNotFoundError (LookupError)  no index entry for this platform
     │   ├── ImageNotFoundError (LookupError)     not in the local store (pull policy never)
-    │   └── UnsafeLayerError (ValueError)        a layer entry would write outside its rootfs
+    │   ├── UnsafeLayerError (ValueError)        a layer entry would write outside its rootfs
+    │   └── StoreLockTimeoutError (TimeoutError) another process held a store lock too long
     └── ContainerRuntimeError (RuntimeError)
         ├── BackendNotFoundError (LookupError)   unknown --container-runtime name
         ├── CommandNotFoundError (FileNotFoundError)  the command is not in the image
@@ -85,7 +86,7 @@ class ManifestUnknownError(RegistryError, LookupError):
 
 
 class ImageError(ContainersError):
-    """The image's content is unusable."""
+    """The image's content, or the local store holding it, is unusable."""
 
 
 class DigestMismatchError(ImageError, ValueError):
@@ -106,6 +107,15 @@ class ImageNotFoundError(ImageError, LookupError):
 
 class UnsafeLayerError(ImageError, ValueError):
     """A layer entry would write outside its rootfs. Fields: ``digest``, ``path``."""
+
+
+class StoreLockTimeoutError(ImageError, TimeoutError):
+    """A lock of the local image store was not released within ``timeout``.
+
+    Fields: ``lock_path`` (the lock file), ``timeout`` (seconds waited),
+    ``holder_pids`` (processes holding the lock, from ``/proc/locks``; empty when
+    unknown), ``digest`` (the blob digest or snapshot chainID the lock is for,
+    ``None`` for the store's ``index.json``)."""
 
 
 class ContainerRuntimeError(ContainersError, RuntimeError):

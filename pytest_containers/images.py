@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .image import archive
+from .image.gc import PruneReport
+from .image.locks import Lease
 from .image.manifest import Platform, as_platform
 from .image.pull import pull
 from .image.push import PushResult, push
 from .image.reference import Reference
-from .image.store import Image, PruneReport, Store, default_root
+from .image.store import Image, Store, chain_ids, default_root
 
 __all__ = ["Images", "PullPolicy", "default_root"]
 
@@ -85,8 +87,15 @@ class Images:
         return image
 
     def snapshots(self, image: Image) -> list[Path]:
-        """The image's layer snapshot dirs, base first (unpacked on first use)."""
+        """The image's layer snapshot dirs, base first (unpacked on first use).
+        Take a :meth:`lease` first when they are to be used beyond this call."""
         return self.store.snapshots(image)
+
+    def lease(self, image: Image) -> Lease:
+        """Lease the snapshots of every layer of ``image`` (by chainID, whether or
+        not unpacked yet), so that :meth:`prune` keeps them until the lease is
+        released; see :meth:`Store.lease`. Raises ``StoreLockTimeoutError``."""
+        return self.store.lease(chain_ids(image.config.diff_ids))
 
     # -- store commands ---------------------------------------------------------
 
@@ -133,8 +142,8 @@ class Images:
         self._forget(reference)
 
     def prune(self) -> PruneReport:
-        """Remove the blobs and snapshots that no name reaches, and stale temp
-        files; see :meth:`Store.prune`."""
+        """Remove the blobs and snapshots that no name reaches and no container
+        leases, stale temp files and free lock files; see :meth:`Store.prune`."""
         return self.store.prune()
 
     def push(

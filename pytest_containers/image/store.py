@@ -9,8 +9,12 @@ On disk, under ``root``::
     snapshots/<hex>/        one unpacked layer per chainID, shared read-only
     tmp/                    blobs being downloaded (renamed into blobs/ once verified),
                             archives being loaded
-    locks/                  filelock files (index.json, one per blob being fetched,
-                            one per snapshot)
+    locks/                  lock files (flock; :mod:`~pytest_containers.image.locks`):
+      index.json.lock         held while index.json changes
+      blob-<hex>.lock         held while that blob is fetched
+      snapshot-<hex>.lock     held while that snapshot is unpacked (by chainID)
+    leases/<hex>.lock       snapshot leases: shared locks held while a container
+                            uses that snapshot (by chainID; :meth:`Store.lease`)
 
 Reference names: each ``index.json`` entry carries the annotation
 ``org.opencontainers.image.ref.name`` set to the *full canonical reference*
@@ -22,10 +26,16 @@ Reference names: each ``index.json`` entry carries the annotation
 the first colon. Consequence: ``root`` must not contain a colon; nor a comma
 or backslash, since snapshots become overlayfs ``lowerdir`` options.
 
-Garbage collection (:meth:`Store.prune`): a name is only an ``index.json``
-entry; removing it leaves blobs and snapshots in place until a prune removes
+Garbage collection (:meth:`Store.prune`, done by
+:mod:`pytest_containers.image.gc`): a name is only an ``index.json`` entry;
+removing it leaves blobs and snapshots in place until a prune removes
 everything that no entry reaches (image-layout.md: blobs not reachable from
-``index.json`` may be garbage collected).
+``index.json`` may be garbage collected) and no container leases, and the lock
+files nobody holds.
+
+Every lock of the store waits up to ``LOCK_TIMEOUT`` seconds (or the
+``timeout`` given), then raises :class:`StoreLockTimeoutError` naming the lock
+file and its holders.
 """
 
 from __future__ import annotations
@@ -36,13 +46,10 @@ import os
 import shutil
 import stat
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import filelock
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pytest_containers.exceptions import (
     DigestMismatchError,
@@ -50,16 +57,15 @@ from pytest_containers.exceptions import (
     ImageNotFoundError,
     InvalidReferenceError,
 )
+from pytest_containers.image import locks
 from pytest_containers.image import mediatypes as mt
-from pytest_containers.image.digest import (
-    Hasher,
-    digest_hex,
-    digest_of,
-    is_digest,
-    validate_digest,
-)
+from pytest_containers.image.digest import Hasher, digest_hex, digest_of, validate_digest
+from pytest_containers.image.locks import Lease
 from pytest_containers.image.manifest import Descriptor, ImageConfig, Manifest
 from pytest_containers.image.reference import Reference
+
+if TYPE_CHECKING:
+    from pytest_containers.image.gc import PruneReport
 
 #: ``index.json`` annotation: the manifest digest the registry served (differs from
 #: the entry's digest when a Docker manifest was converted to OCI).
@@ -71,8 +77,6 @@ LOCK_TIMEOUT = 600.0
 #: ``PRUNE_STALE_TEMP`` (downloads, loads and unpacks in progress).
 PRUNE_GRACE = 300.0
 PRUNE_STALE_TEMP = 3600.0
-#: Largest JSON blob (manifest, index, config) that prune reads, in bytes.
-_JSON_MAX_BYTES = 4 * 1024 * 1024
 
 
 def default_root() -> Path:
@@ -113,7 +117,7 @@ class _VerifyingWriter:
         return self._file.write(chunk)
 
 
-def _rmtree(path: Path) -> None:
+def rmtree(path: Path) -> None:
     """Remove a tree even if it holds read-only directories; a missing path is fine."""
 
     def onerror(func: Any, name: str, exc_info: Any) -> None:
@@ -141,12 +145,18 @@ class Store:
         self.layout = self.root / "oci"
         self.blobs_dir = self.layout / "blobs" / "sha256"
         self.snapshots_dir = self.root / "snapshots"
-        self._tmp_dir = self.root / "tmp"
-        self._locks_dir = self.root / "locks"
-        self._index_lock = filelock.FileLock(self._locks_dir / "index.json.lock", LOCK_TIMEOUT)
-        for directory in (self.blobs_dir, self.snapshots_dir, self._tmp_dir, self._locks_dir):
+        self.tmp_dir = self.root / "tmp"
+        self.locks_dir = self.root / "locks"
+        self.leases_dir = self.root / "leases"
+        for directory in (
+            self.blobs_dir,
+            self.snapshots_dir,
+            self.tmp_dir,
+            self.locks_dir,
+            self.leases_dir,
+        ):
             directory.mkdir(parents=True, exist_ok=True)
-        with self._index_lock:
+        with self.index_lock():
             oci_layout = self.layout / "oci-layout"
             if not oci_layout.exists():
                 self._write_atomic(oci_layout, {"imageLayoutVersion": mt.OCI_LAYOUT_VERSION})
@@ -184,7 +194,7 @@ class Store:
         the store.
         """
         validate_digest(digest)
-        fd, tmp_name = tempfile.mkstemp(prefix=f"{digest_hex(digest)[:12]}-", dir=self._tmp_dir)
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{digest_hex(digest)[:12]}-", dir=self.tmp_dir)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as file:
@@ -199,9 +209,10 @@ class Store:
             tmp.unlink(missing_ok=True)
 
     def blob_lock_path(self, digest: str) -> Path:
-        """``<root>/locks/blob-<hex>.lock``: the filelock held while blob ``digest``
-        is fetched by :meth:`fetch_blob_once` (the file stays; only its lock matters)."""
-        return self._locks_dir / f"blob-{digest_hex(digest)}.lock"
+        """``<root>/locks/blob-<hex>.lock``: the lock held while blob ``digest``
+        is fetched by :meth:`fetch_blob_once` (the file stays until a :meth:`prune`
+        finds it free; only its lock matters)."""
+        return self.locks_dir / f"blob-{digest_hex(digest)}.lock"
 
     @contextlib.contextmanager
     def blob_lock(self, digest: str, *, timeout: float = LOCK_TIMEOUT) -> Iterator[Path]:
@@ -209,27 +220,16 @@ class Store:
         processes and threads alike (a ``flock`` on a file opened per call); yields
         the lock file's path.
 
-        ``timeout``: seconds to wait for another holder. Raises :class:`ImageError`
-        (fields ``digest``, ``lock_path``, ``timeout``) naming the blob and the lock
-        file when it is not released in time. A holder that dies releases it.
+        ``timeout``: seconds to wait for another holder. Raises
+        :class:`StoreLockTimeoutError` (fields ``digest``, ``lock_path``,
+        ``timeout``, ``holder_pids``) naming the blob, the lock file and its
+        holders when it is not released in time. A holder that dies releases it.
         """
         validate_digest(digest)
+        what = f"another process to fetch blob {digest} into the store {self.root}"
         path = self.blob_lock_path(digest)
-        lock = filelock.FileLock(path)
-        try:
-            lock.acquire(timeout=timeout)
-        except filelock.Timeout:
-            raise ImageError(
-                f"timed out after {timeout:g} s waiting for another process to fetch blob "
-                f"{digest} into the store {self.root} (lock file {path} held)",
-                digest=digest,
-                lock_path=str(path),
-                timeout=timeout,
-            ) from None
-        try:
+        with locks.exclusive(path, timeout=timeout, what=what, digest=digest):
             yield path
-        finally:
-            lock.release()
 
     def fetch_blob_once(
         self,
@@ -248,7 +248,7 @@ class Store:
         :meth:`ingest` writer (size in bytes, then digest, verified on return); a
         reader never sees a half-written blob, and on any error nothing of it stays
         (no temp file, no blob). ``timeout``: seconds to wait for the lock
-        (:class:`ImageError` naming the blob and lock file when exceeded).
+        (:class:`StoreLockTimeoutError` naming the blob and lock file when exceeded).
         """
         if self.has_blob(digest):
             return False
@@ -269,6 +269,15 @@ class Store:
 
     # -- index.json -----------------------------------------------------------
 
+    @contextlib.contextmanager
+    def index_lock(self, *, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+        """Hold the lock of ``index.json`` (``locks/index.json.lock``): no name is
+        added or removed meanwhile. Not reentrant. Raises
+        :class:`StoreLockTimeoutError` after ``timeout`` seconds."""
+        path = self.locks_dir / "index.json.lock"
+        with locks.exclusive(path, timeout=timeout, what=f"the index of the store {self.root}"):
+            yield
+
     def _write_atomic(self, path: Path, doc: Any) -> None:
         fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         try:
@@ -280,6 +289,10 @@ class Store:
             os.replace(tmp_name, path)
         finally:
             Path(tmp_name).unlink(missing_ok=True)
+
+    def index_entries(self) -> list[dict[str, Any]]:
+        """The manifest descriptors of ``index.json`` as stored (JSON objects), in order."""
+        return self._read_index()
 
     def _read_index(self) -> list[dict[str, Any]]:
         doc = json.loads((self.layout / "index.json").read_text())
@@ -309,7 +322,7 @@ class Store:
         ).to_dict()
         if source_digest and source_digest != manifest_digest:
             entry["annotations"][SOURCE_DIGEST_ANNOTATION] = validate_digest(source_digest)
-        with self._index_lock:
+        with self.index_lock():
             manifests = [m for m in self._read_index() if _ref_name(m) != str(ref)]
             manifests.append(entry)
             self._write_index(manifests)
@@ -317,7 +330,7 @@ class Store:
     def untag(self, reference: Reference | str) -> bool:
         """Remove the name ``reference``; return whether it was there. Blobs stay."""
         name = str(_as_reference(reference))
-        with self._index_lock:
+        with self.index_lock():
             before = self._read_index()
             after = [m for m in before if _ref_name(m) != name]
             self._write_index(after)
@@ -363,100 +376,39 @@ class Store:
                 f"image {ref} is not in the store {self.root}", reference=str(ref)
             )
 
-    # -- garbage collection -----------------------------------------------------
+    # -- garbage collection and leases ----------------------------------------
 
     def prune(
         self, *, grace: float = PRUNE_GRACE, stale_temp: float = PRUNE_STALE_TEMP
     ) -> PruneReport:
-        """Remove the blobs and snapshots that no name reaches, and stale temp files.
+        """Remove the blobs and snapshots that no name reaches and no container
+        leases, stale temp files (``grace`` and ``stale_temp`` in seconds), and the
+        lock files nobody holds; see :func:`pytest_containers.image.gc.prune`.
+        Raises :class:`StoreLockTimeoutError` when the index lock is not free within
+        ``LOCK_TIMEOUT`` seconds."""
+        from pytest_containers.image.gc import prune
 
-        Reachable: the closure of every ``index.json`` entry (indexes, nested
-        ones too, their manifests, each manifest's config and layers), and the
-        snapshot of each chainID of a reachable image config. Unreachable ones
-        whose mtime is older than ``grace`` seconds are removed; a snapshot only
-        when nobody holds its unpack lock, renamed to ``.tmp-*`` first so that
-        no half-deleted snapshot keeps its name. Temp entries (``tmp/*``,
-        ``snapshots/.tmp-*``, ``oci/.tmp-*``) go when nothing in them changed
-        for ``stale_temp`` seconds. The index lock is held throughout, so no
-        name appears meanwhile; a concurrent pull writes its blobs (or, via
-        :meth:`has_blob`, refreshes reused ones) before naming them, and they
-        are younger than ``grace``. Not known here: running containers, whose
-        lowerdirs are snapshots; remove a name only when none of its runs.
+        return prune(self, grace=grace, stale_temp=stale_temp)
+
+    def lease_path(self, chain_id: str) -> Path:
+        """``<root>/leases/<hex of chainID>.lock``: the lease file of a snapshot."""
+        return self.leases_dir / f"{digest_hex(chain_id)}.lock"
+
+    def lease(self, chain_ids: Iterable[str], *, timeout: float = LOCK_TIMEOUT) -> Lease:
+        """Lease the snapshots ``chain_ids`` (``sha256:<hex>`` each, any order;
+        duplicates once): until the returned :class:`Lease` is released (or used as
+        a context manager, or this process dies), :meth:`prune` removes none of
+        them, whether or not they exist yet. Take the lease *before*
+        :meth:`snapshots`, which (re)creates missing ones: a snapshot pruned just
+        before is then unpacked again, and one that exists stays.
+
+        A shared ``flock`` per snapshot on :meth:`lease_path`; leases of any number
+        of containers and processes coexist. Waits only while a prune is removing
+        one of them, up to ``timeout`` seconds (:class:`StoreLockTimeoutError`,
+        nothing held). Raises :class:`ImageError` for a malformed chainID.
         """
-        now = time.time()
-        report = PruneReport()
-        with self._index_lock:
-            blobs, chains = self._reachable()
-            for path in sorted(self.blobs_dir.iterdir()):
-                digest = f"sha256:{path.name}"
-                if is_digest(digest) and digest not in blobs and _age(path, now) > grace:
-                    size = path.stat().st_size
-                    path.unlink(missing_ok=True)
-                    report.blobs.append(digest)
-                    report.freed_bytes += size
-            for path in sorted(self.snapshots_dir.iterdir()):
-                chain_id = f"sha256:{path.name}"
-                if is_digest(chain_id) and chain_id not in chains and _age(path, now) > grace:
-                    lock = filelock.FileLock(self._locks_dir / f"snapshot-{path.name}.lock")
-                    try:
-                        lock.acquire(timeout=0)
-                    except filelock.Timeout:
-                        continue  # being unpacked right now
-                    try:
-                        doomed = self.snapshots_dir / f".tmp-prune-{path.name}"
-                        os.rename(path, doomed)
-                        report.freed_bytes += _tree_bytes(doomed)
-                        _rmtree(doomed)
-                    finally:
-                        lock.release()
-                    report.snapshots.append(chain_id)
-            temps = [*self._tmp_dir.iterdir(), *self.snapshots_dir.glob(".tmp-*")]
-            for path in [*temps, *self.layout.glob(".tmp-*")]:
-                if _age(path, now, newest=True) > stale_temp:
-                    report.freed_bytes += _tree_bytes(path)
-                    if path.is_dir() and not path.is_symlink():
-                        _rmtree(path)
-                    else:
-                        path.unlink(missing_ok=True)
-                    report.temp.append(path)
-        return report
-
-    def _reachable(self) -> tuple[set[str], set[str]]:
-        """``(blob digests, snapshot chainIDs)`` reachable from ``index.json``.
-
-        Any JSON blob with a ``schemaVersion`` is walked for descriptors
-        (``manifests``, ``config``, ``layers``, ``blobs``, ``subject``); image
-        configs give chainIDs. Missing or malformed blobs reach nothing more.
-        """
-        blobs: set[str] = set()
-        chains: set[str] = set()
-        todo: list[Any] = list(self._read_index())
-        while todo:
-            desc = todo.pop()
-            digest = desc.get("digest") if isinstance(desc, dict) else None
-            if not isinstance(digest, str) or not is_digest(digest) or digest in blobs:
-                continue
-            blobs.add(digest)
-            kind, size = str(desc.get("mediaType") or ""), desc.get("size")
-            too_big = isinstance(size, int) and size > _JSON_MAX_BYTES
-            if too_big or (kind and not kind.endswith("json")):
-                continue  # a layer: a leaf
-            try:
-                doc = json.loads(self.read_blob(digest))
-            except (OSError, ValueError):
-                continue
-            if not isinstance(doc, dict):
-                continue
-            if "schemaVersion" in doc:
-                for key in ("manifests", "layers", "blobs"):
-                    children = doc.get(key)
-                    todo.extend(children if isinstance(children, list) else [])
-                todo.extend(doc.get(key) for key in ("config", "subject"))
-            elif kind in mt.CONFIG_TYPES:
-                diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
-                if all(isinstance(d, str) and is_digest(d) for d in diff_ids):
-                    chains.update(chain_ids(diff_ids))
-        return blobs, chains
+        wanted = list(dict.fromkeys(validate_digest(c) for c in chain_ids))
+        return Lease.take([(c, self.lease_path(c)) for c in wanted], timeout=timeout)
 
     def _load(self, reference: Reference, entry: dict[str, Any]) -> Image:
         digest = validate_digest(entry["digest"])
@@ -478,16 +430,24 @@ class Store:
         """
         return self.snapshots_dir / digest_hex(chain_id)
 
+    def snapshot_lock_path(self, chain_id: str) -> Path:
+        """``<root>/locks/snapshot-<hex of chainID>.lock``: held while that
+        snapshot is unpacked, and while :meth:`prune` removes it."""
+        return self.locks_dir / f"snapshot-{digest_hex(chain_id)}.lock"
+
     def snapshots(self, image: Image) -> list[Path]:
         """The unpacked layer directories of ``image``, base first.
 
         Missing snapshots are unpacked now, base first, each over the
-        snapshots below it and once even across processes (a filelock per
-        chainID), into a temp directory renamed into place only after the
-        diffID returned by ``unpack_layer`` equals the config's.
+        snapshots below it and once even across processes (under
+        :meth:`snapshot_lock_path`), into a temp directory renamed into place only
+        after the diffID returned by ``unpack_layer`` equals the config's.
         Raises :class:`DigestMismatchError` on a diffID mismatch,
         :class:`ImageError` if layers and diffIDs do not pair up or a layer
-        cannot be unpacked; a failed unpack leaves no directory behind.
+        cannot be unpacked, :class:`StoreLockTimeoutError` when another process
+        unpacks one for longer than ``LOCK_TIMEOUT`` seconds; a failed unpack
+        leaves no directory behind. Hold a :meth:`lease` on them while they are
+        used (:meth:`prune` may remove unleased ones once no name reaches them).
         """
         layers, diff_ids = image.layers, image.config.diff_ids
         if len(layers) != len(diff_ids):
@@ -508,8 +468,9 @@ class Store:
         from pytest_containers.image.unpack import unpack_layer
 
         key = digest_hex(chain_id)
-        lock = filelock.FileLock(self._locks_dir / f"snapshot-{key}.lock")
-        with lock.acquire(timeout=LOCK_TIMEOUT):
+        what = f"another process to unpack snapshot {chain_id} in the store {self.root}"
+        lock_path = self.snapshot_lock_path(chain_id)
+        with locks.exclusive(lock_path, timeout=LOCK_TIMEOUT, what=what, digest=chain_id):
             if final.is_dir():
                 return final
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=self.snapshots_dir))
@@ -527,47 +488,9 @@ class Store:
                     )
                 os.rename(tmp, final)
             except BaseException:
-                _rmtree(tmp)
+                rmtree(tmp)
                 raise
         return final
-
-
-@dataclass
-class PruneReport:
-    """What :meth:`Store.prune` removed: blob digests (``sha256:<hex>``), snapshot
-    chainIDs, stale temp paths, and ``freed_bytes`` (file sizes, in bytes)."""
-
-    blobs: list[str] = field(default_factory=list)
-    snapshots: list[str] = field(default_factory=list)
-    temp: list[Path] = field(default_factory=list)
-    freed_bytes: int = 0
-
-
-def _age(path: Path, now: float, *, newest: bool = False) -> float:
-    """Seconds since ``path`` changed (with ``newest``: anything in its tree); 0 if gone."""
-    try:
-        mtime = path.lstat().st_mtime
-        if newest and path.is_dir() and not path.is_symlink():
-            for parent, dirs, files in os.walk(path):
-                for name in (*dirs, *files):
-                    with contextlib.suppress(FileNotFoundError):
-                        mtime = max(mtime, os.lstat(os.path.join(parent, name)).st_mtime)
-    except FileNotFoundError:
-        return 0.0
-    return now - mtime
-
-
-def _tree_bytes(path: Path) -> int:
-    """Bytes of the regular files under ``path`` (or of ``path`` itself)."""
-    if not path.is_dir() or path.is_symlink():
-        return path.lstat().st_size if path.is_file() else 0
-    total = 0
-    for parent, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(FileNotFoundError):
-                st = os.lstat(os.path.join(parent, name))
-                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
-    return total
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:

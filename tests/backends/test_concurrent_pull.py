@@ -26,7 +26,7 @@ from pytest_containers.plugins.file_server import FileServer
 from pytest_containers.plugins.oracle_images import build_busybox_layout
 from pytest_containers.plugins.registry import REGISTRY_BINARY, RegistryServer
 
-from pytest_containers.exceptions import DigestMismatchError, ImageError
+from pytest_containers.exceptions import DigestMismatchError, ImageError, StoreLockTimeoutError
 from pytest_containers.image import pull as pull_module
 from pytest_containers.image.pull import pull
 from pytest_containers.image.store import Store
@@ -415,9 +415,12 @@ def test_lock_timeout_names_blob_and_lock_file(store: Store) -> None:
         assert 0.3 <= time.monotonic() - start < 5.0
     finally:
         holder.communicate("")
+    assert isinstance(info.value, StoreLockTimeoutError)  # a filelock holder counts too
     assert info.value.digest == digest
     assert info.value.lock_path == str(lock_path)
+    assert info.value.holder_pids == [holder.pid]
     assert digest in str(info.value) and str(lock_path) in str(info.value)
+    assert f"held by pid {holder.pid} (" in str(info.value)
     assert not store.has_blob(digest)
     assert_no_temp(store)
     # the holder gone, the lock is free again

@@ -36,3 +36,27 @@ def test_exceptions_pickle_with_their_fields() -> None:
         "bad blob",
     )
     assert isinstance(back, ValueError)
+
+
+def test_store_lock_timeout_error_pickles_and_sits_in_the_tree() -> None:
+    exc = pytest_containers.StoreLockTimeoutError(
+        "timed out after 0.5 s waiting for the index of the store /s: lock file"
+        " /s/locks/index.json.lock is held by pid 42 (pytest)",
+        lock_path="/s/locks/index.json.lock",
+        timeout=0.5,
+        holder_pids=[42],
+        digest=None,
+    )
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is pytest_containers.StoreLockTimeoutError
+    assert (back.lock_path, back.timeout, back.holder_pids, back.digest) == (
+        "/s/locks/index.json.lock",
+        0.5,
+        [42],
+        None,
+    )
+    assert str(back) == str(exc)
+    assert isinstance(back, pytest_containers.ImageError)
+    assert isinstance(back, pytest_containers.ContainersError)
+    assert isinstance(back, TimeoutError)
+    assert "StoreLockTimeoutError (TimeoutError)" in pytest_containers.exceptions.__doc__
