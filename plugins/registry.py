@@ -18,13 +18,14 @@ process's pid); :func:`sweep_workdirs` removes those of dead owners.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -106,6 +107,18 @@ middleware:
 """
 
 
+#: ``validation.manifests.urls.allow`` (distribution's configuration docs): regular
+#: expressions a URL in a pushed manifest's ``urls`` must match. Unset, distribution
+#: 2.8 refuses every manifest whose descriptors carry ``urls`` (foreign layers).
+_MANIFEST_URLS = """\
+validation:
+  manifests:
+    urls:
+      allow:
+{patterns}
+"""
+
+
 class TokenAuthority(Protocol):
     """What the registry's ``auth.token`` section needs from a token server.
 
@@ -149,6 +162,10 @@ class RegistryServer:
     are redirected (``307``) to this URL (``http://HOST:PORT``) plus the blob data's
     path under :attr:`storage`; serve :attr:`storage` there (e.g. with
     :class:`pytest_containers.plugins.file_server.FileServer`).
+    ``manifest_urls_allow``: regular expressions (Go syntax) of the ``urls`` that
+    pushed manifests may give for their layers (non-distributable and Docker
+    foreign layers); none (the default): distribution refuses any manifest with
+    ``urls``. A layer with ``urls`` need not be in the registry.
     """
 
     def __init__(
@@ -159,6 +176,7 @@ class RegistryServer:
         token_server: TokenAuthority | None = None,
         htpasswd: Path | None = None,
         redirect_baseurl: str | None = None,
+        manifest_urls_allow: Sequence[str] = (),
     ) -> None:
         if token_server is not None and htpasswd is not None:
             raise ValueError("a registry has one auth mode: token_server or htpasswd, not both")
@@ -167,6 +185,7 @@ class RegistryServer:
         self.allow_schema1 = allow_schema1
         self.token_server = token_server
         self.redirect_baseurl = redirect_baseurl
+        self.manifest_urls_allow = tuple(manifest_urls_allow)
         self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         (self.workdir / "owner").write_text(f"{os.getpid()}\n")
         self.storage = self.workdir / "storage"
@@ -205,6 +224,9 @@ class RegistryServer:
             text += _HTPASSWD_AUTH.format(realm=HTPASSWD_REALM, path=Path(self.htpasswd).resolve())
         if self.redirect_baseurl is not None:
             text += _REDIRECT_MIDDLEWARE.format(baseurl=self.redirect_baseurl)
+        if self.manifest_urls_allow:  # JSON strings are YAML double-quoted scalars
+            patterns = "".join(f"        - {json.dumps(p)}\n" for p in self.manifest_urls_allow)
+            text += _MANIFEST_URLS.format(patterns=patterns.rstrip("\n"))
         config.write_text(text)
         with self._log.open("wb") as log:
             self._process = subprocess.Popen(
@@ -246,12 +268,16 @@ class RegistryServer:
         *,
         fmt: str | None = None,
         creds: str | None = None,
+        skopeo_args: Sequence[str] = (),
     ) -> str:
         """``skopeo copy oci:DIR:REF docker://HOST/REPO:TAG``; return the pushed reference.
 
         ``fmt``: skopeo ``--format`` (``oci``, ``v2s2``); ``None`` keeps the
         source's. ``creds``: ``USER:PASSWORD`` for the token server or the
-        htpasswd file (skopeo ``--dest-creds``). A layout entry that is an index is copied with
+        htpasswd file (skopeo ``--dest-creds``). ``skopeo_args``: more ``skopeo copy``
+        flags, e.g. ``--preserve-digests`` (push the layers as they are in the layout:
+        uncompressed or zstd ones too, never swapped for a variant skopeo's blob info
+        cache knows). A layout entry that is an index is copied with
         ``--all``. Raises ``subprocess.CalledProcessError`` (with stderr) on failure.
         """
         dest = f"{self.host}/{repository}:{tag}"
@@ -260,6 +286,7 @@ class RegistryServer:
             argv += ["--format", fmt]
         if creds:
             argv += ["--dest-creds", creds]
+        argv += list(skopeo_args)
         argv += [f"oci:{layout_dir}:{ref_name}", f"docker://{dest}"]
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:

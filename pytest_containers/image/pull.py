@@ -13,8 +13,9 @@ thread-safe). The first layer to fail stops the pull: the other downloads
 are cancelled at their next chunk (or finish), each leaving either a
 verified blob or nothing, and that first error is raised. Across processes
 (xdist workers, parallel CI jobs sharing a store) each blob is downloaded
-once: :meth:`Store.fetch_blob_once` holds a per-blob filelock around "check
-present, download, verify, rename", so the others wait and then find it. A Docker v2 schema 2
+once: :meth:`Store.fetch_blob_once` holds a per-blob lock
+(:mod:`~pytest_containers.image.locks`) around "check present, download,
+verify, rename", so the others wait and then find it. A Docker v2 schema 2
 manifest is stored converted to an OCI manifest (same blobs, new manifest
 digest), because OCI layout readers (skopeo, umoci) only address OCI
 manifests; the registry's digest is kept as the entry's
@@ -36,6 +37,15 @@ digest: ``127.0.0.1:5000/app:ptc-linux-arm-v7@sha256:<index>``. So one
 reference pulled for two platforms gives two store names, each a valid
 reference and OCI ``ref.name`` (``skopeo inspect oci:<store>/oci:<name>``),
 and the pull policies ``missing`` and ``never`` find it again offline.
+
+Blobs with ``urls`` (descriptor.md ``urls``: non-distributable and Docker
+"foreign" layers): as containerd does, each URL is tried first, in order, with
+a plain ``GET`` (``http``/``https`` only, redirects only to those, never the
+registry's ``Authorization``), the bytes verified by size then digest like any
+blob's; the registry is asked only when every URL failed (unreachable, an HTTP
+error, wrong bytes). When the registry fails too, the error names the blob and
+every URL with its failure: a :class:`DigestMismatchError` if a URL served
+wrong bytes, else the registry's own error.
 """
 
 from __future__ import annotations
@@ -43,15 +53,19 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import urllib.parse
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import BinaryIO, Literal
 
 from pytest_containers.exceptions import (
+    ContainersError,
+    DigestMismatchError,
     ImageError,
     ImageNotFoundError,
     PlatformNotFoundError,
+    RegistryError,
     UnsupportedMediaTypeError,
 )
 from pytest_containers.image import mediatypes as mt
@@ -66,7 +80,7 @@ from pytest_containers.image.manifest import (
     parse_manifest,
 )
 from pytest_containers.image.reference import Reference
-from pytest_containers.image.registry import RegistryClient
+from pytest_containers.image.registry import FetchedManifest, RegistryClient
 from pytest_containers.image.store import Image, Store
 
 PullPolicy = Literal["always", "missing", "never"]
@@ -162,27 +176,27 @@ def pull(
 def _pull(
     client: RegistryClient, ref: Reference, store: Store, wanted: Platform | None, name: Reference
 ) -> Image:
-    fetched = client.get_manifest(ref)
-    document = parse_manifest(fetched.data, fetched.media_type)
+    fetched, document = _get_manifest(client, ref)
     depth = 0
     while isinstance(document, Index):
         depth += 1
         if depth > MAX_INDEX_DEPTH:
             raise ImageError(f"{ref}: indexes nested deeper than {MAX_INDEX_DEPTH}")
         chosen = document.select(wanted or Platform.host())
-        fetched = client.get_manifest(ref.with_digest(chosen.digest))
-        document = parse_manifest(fetched.data, fetched.media_type)
+        fetched, document = _get_manifest(client, ref.with_digest(chosen.digest))
     manifest: Manifest = document
     if manifest.config.media_type not in mt.CONFIG_TYPES:
         raise UnsupportedMediaTypeError(
             f"{ref}: config media type {manifest.config.media_type!r} is not an image config",
             media_type=manifest.config.media_type,
+            reference=str(ref),
         )
     for layer in manifest.layers:
         if layer.media_type not in mt.LAYER_TYPES:
             raise UnsupportedMediaTypeError(
                 f"{ref}: layer {layer.digest} has unsupported media type {layer.media_type!r}",
                 media_type=layer.media_type,
+                reference=str(ref),
             )
     if wanted is not None and depth == 0:
         _check_single_platform(client, ref, store, manifest, wanted)
@@ -199,6 +213,22 @@ def _pull(
     image = store.resolve(name)
     assert image is not None
     return image
+
+
+def _get_manifest(
+    client: RegistryClient, ref: Reference
+) -> tuple[FetchedManifest, Manifest | Index]:
+    """Fetch and parse the manifest or index ``ref`` names. An unsupported media type
+    (Docker schema 1 among them, whatever ``Content-Type`` it came with) raises
+    :class:`UnsupportedMediaTypeError` naming ``ref`` (field ``reference``)."""
+    try:
+        fetched = client.get_manifest(ref)
+        return fetched, parse_manifest(fetched.data, fetched.media_type)
+    except UnsupportedMediaTypeError as exc:
+        if exc.fields.get("reference"):
+            raise
+        message = exc.message if str(ref) in exc.message else f"{ref}: {exc.message}"
+        raise UnsupportedMediaTypeError(message, **{**exc.fields, "reference": str(ref)}) from exc
 
 
 def _check_single_platform(
@@ -294,7 +324,25 @@ def _fetch_blob(
     cancel: threading.Event | None = None,
 ) -> None:
     """Fetch ``blob`` into ``store`` unless present, once across processes; with
-    ``cancel``, stop (:class:`_Cancelled`, nothing stored) once it is set."""
+    ``cancel``, stop (:class:`_Cancelled`, nothing stored) once it is set.
+
+    ``blob.urls`` are tried first, then the registry (see the module docstring).
+    """
+    failures: list[tuple[str, str | Exception]] = []
+    for url in blob.urls:
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            failures.append((url, "not an http or https URL, skipped"))
+            continue
+
+        def download(writer: BinaryIO, url: str = url) -> None:
+            _fetch_url(client, url, writer, cancel)
+
+        try:
+            store.fetch_blob_once(blob.digest, blob.size, download)  # type: ignore[arg-type]
+            return
+        except (RegistryError, DigestMismatchError) as exc:
+            # unreachable, an HTTP error, cut short, or wrong bytes
+            failures.append((url, exc))
 
     # One temp file for the whole download: fetch_blob retries and resumes into it
     # (Range from the bytes held), and ingest verifies size and digest of all of it.
@@ -305,4 +353,44 @@ def _fetch_blob(
             writer = _CancellableWriter(writer, cancel)  # type: ignore[assignment]
         client.fetch_blob(repository, blob, writer)
 
-    store.fetch_blob_once(blob.digest, blob.size, fill)  # type: ignore[arg-type]
+    try:
+        store.fetch_blob_once(blob.digest, blob.size, fill)  # type: ignore[arg-type]
+    except (RegistryError, DigestMismatchError) as exc:
+        if not failures:
+            raise
+        raise _urls_failed(repository, blob, failures, exc) from exc
+
+
+def _fetch_url(
+    client: RegistryClient, url: str, writer: BinaryIO, cancel: threading.Event | None
+) -> None:
+    """``GET url`` into ``writer`` without credentials (:meth:`RegistryClient.fetch_url`);
+    :class:`_Cancelled` once ``cancel`` is set."""
+    if cancel is not None:
+        if cancel.is_set():
+            raise _Cancelled
+        writer = _CancellableWriter(writer, cancel)  # type: ignore[assignment]
+    client.fetch_url(url, writer)
+
+
+def _urls_failed(
+    repository: str,
+    blob: Descriptor,
+    failures: Sequence[tuple[str, str | Exception]],
+    registry_error: RegistryError | DigestMismatchError,
+) -> ContainersError:
+    """The error for a blob that neither its ``urls`` nor the registry served: a
+    :class:`DigestMismatchError` (fields ``digest``, ``actual``, ``size``, ``url``) if a
+    URL served wrong bytes, else ``registry_error``'s type and fields; both with the
+    field ``urls`` and a message naming every URL and why it failed."""
+    tried = "; ".join(f"{url}: {why}" for url, why in failures)
+    message = (
+        f"blob {blob.digest} ({blob.size} bytes) of {repository}: none of its URLs"
+        f" served it ({tried}), nor did the registry: {registry_error}"
+    )
+    urls = list(blob.urls)
+    for url, why in failures:
+        if isinstance(why, DigestMismatchError):
+            fields = {"actual": why.fields.get("actual"), "size": why.fields.get("size")}
+            return DigestMismatchError(message, digest=blob.digest, url=url, urls=urls, **fields)
+    return type(registry_error)(message, **{**registry_error.fields, "urls": urls})
