@@ -38,7 +38,6 @@ from typing import Any
 from pytest_containers.exceptions import (
     DigestMismatchError,
     ImageError,
-    UnsupportedMediaTypeError,
 )
 from pytest_containers.image import mediatypes as mt
 from pytest_containers.image.digest import Hasher, digest_hex, is_digest
@@ -47,9 +46,11 @@ from pytest_containers.image.manifest import (
     Index,
     Manifest,
     Platform,
+    check_image_media_types,
     docker_to_oci,
     load_json_object,
     parse_manifest,
+    select_manifest,
 )
 from pytest_containers.image.reference import Reference
 from pytest_containers.image.store import Image, Store
@@ -58,7 +59,6 @@ from pytest_containers.image.store import Image, Store
 CONTAINERD_NAME_ANNOTATION = "io.containerd.image.name"
 #: Largest ``oci-layout``, ``index.json`` or manifest read, in bytes.
 JSON_MAX_BYTES = 4 * 1024 * 1024
-MAX_INDEX_DEPTH = 4
 _CHUNK_BYTES = 1 << 20
 
 
@@ -261,29 +261,14 @@ def _plan(
             )
         return path.read_bytes() if size <= JSON_MAX_BYTES else None
 
-    document = parse_manifest(_need(staged(desc), desc, file), desc.media_type or None)
-    depth = 0
-    while isinstance(document, Index):
-        depth += 1
-        if depth > MAX_INDEX_DEPTH:
-            raise ImageError(f"{file}: indexes nested deeper than {MAX_INDEX_DEPTH}")
-        desc = document.select(platform or Platform.host())
-        document = parse_manifest(_need(staged(desc), desc, file), desc.media_type or None)
-    manifest: Manifest = document
+    def load(chosen: Descriptor) -> Manifest | Index:
+        nonlocal desc
+        desc = chosen
+        return parse_manifest(_need(staged(desc), desc, file), desc.media_type or None)
+
+    manifest, _ = select_manifest(load(desc), load, platform, str(file))
     data = _need(staged(desc), desc, file)
-    if manifest.config.media_type not in mt.CONFIG_TYPES:
-        raise UnsupportedMediaTypeError(
-            f"{file}: {name}: config media type {manifest.config.media_type!r}"
-            " is not an image config",
-            media_type=manifest.config.media_type,
-        )
-    for layer in manifest.layers:
-        if layer.media_type not in mt.LAYER_TYPES:
-            raise UnsupportedMediaTypeError(
-                f"{file}: {name}: layer {layer.digest} has unsupported media type"
-                f" {layer.media_type!r}",
-                media_type=layer.media_type,
-            )
+    check_image_media_types(manifest, f"{file}: {name}")
     blobs = [manifest.config, *manifest.layers]
     for blob in blobs:
         staged(blob)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import platform as _platform
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -538,6 +539,53 @@ def parse_manifest(data: bytes, media_type: str | None = None) -> Manifest | Ind
         return Manifest.from_json(data, mt.OCI_MANIFEST)
     _check_media_type(doc, declared or media_type, mt.MANIFEST_TYPES | mt.INDEX_TYPES)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: Indexes nested below an index that :func:`select_manifest` follows, at most.
+MAX_INDEX_DEPTH = 4
+
+
+def select_manifest(
+    document: Manifest | Index,
+    load: Callable[[Descriptor], Manifest | Index],
+    platform: Platform | None,
+    where: str,
+) -> tuple[Manifest, int]:
+    """The image manifest for ``platform`` (``None``: the host's) that ``document``
+    is or leads to: each index's :meth:`Index.select` entry is loaded with ``load``
+    (fetch or read, then parse), nested indexes followed up to
+    :data:`MAX_INDEX_DEPTH`. Returns ``(manifest, indexes descended)``.
+
+    Raises :class:`PlatformNotFoundError` (from :meth:`Index.select`),
+    :class:`ImageError` naming ``where`` when indexes nest deeper, and what ``load`` raises.
+    """
+    depth = 0
+    while isinstance(document, Index):
+        depth += 1
+        if depth > MAX_INDEX_DEPTH:
+            raise ImageError(f"{where}: indexes nested deeper than {MAX_INDEX_DEPTH}")
+        document = load(document.select(platform or Platform.host()))
+    return document, depth
+
+
+def check_image_media_types(manifest: Manifest, where: str, **fields: Any) -> None:
+    """Raise :class:`UnsupportedMediaTypeError` (message starting with ``where``,
+    with ``fields``) unless the config is an image config and every layer a layer
+    type this package unpacks (image-spec manifest.md, "Image Manifest Property
+    Descriptions")."""
+    if manifest.config.media_type not in mt.CONFIG_TYPES:
+        raise UnsupportedMediaTypeError(
+            f"{where}: config media type {manifest.config.media_type!r} is not an image config",
+            media_type=manifest.config.media_type,
+            **fields,
+        )
+    for layer in manifest.layers:
+        if layer.media_type not in mt.LAYER_TYPES:
+            raise UnsupportedMediaTypeError(
+                f"{where}: layer {layer.digest} has unsupported media type {layer.media_type!r}",
+                media_type=layer.media_type,
+                **fields,
+            )
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,6 @@ from typing import BinaryIO, Literal
 from pytest_containers.exceptions import (
     ContainersError,
     DigestMismatchError,
-    ImageError,
     ImageNotFoundError,
     PlatformNotFoundError,
     RegistryError,
@@ -76,15 +75,16 @@ from pytest_containers.image.manifest import (
     Manifest,
     Platform,
     as_platform,
+    check_image_media_types,
     docker_to_oci,
     parse_manifest,
+    select_manifest,
 )
 from pytest_containers.image.reference import Reference
 from pytest_containers.image.registry import FetchedManifest, RegistryClient
 from pytest_containers.image.store import Image, Store
 
 PullPolicy = Literal["always", "missing", "never"]
-MAX_INDEX_DEPTH = 4
 #: Layer downloads at once within one pull (threads sharing the registry client).
 PULL_WORKERS = 4
 #: What marks a store name as resolved for a non-host platform (see the module docstring).
@@ -177,27 +177,14 @@ def _pull(
     client: RegistryClient, ref: Reference, store: Store, wanted: Platform | None, name: Reference
 ) -> Image:
     fetched, document = _get_manifest(client, ref)
-    depth = 0
-    while isinstance(document, Index):
-        depth += 1
-        if depth > MAX_INDEX_DEPTH:
-            raise ImageError(f"{ref}: indexes nested deeper than {MAX_INDEX_DEPTH}")
-        chosen = document.select(wanted or Platform.host())
-        fetched, document = _get_manifest(client, ref.with_digest(chosen.digest))
-    manifest: Manifest = document
-    if manifest.config.media_type not in mt.CONFIG_TYPES:
-        raise UnsupportedMediaTypeError(
-            f"{ref}: config media type {manifest.config.media_type!r} is not an image config",
-            media_type=manifest.config.media_type,
-            reference=str(ref),
-        )
-    for layer in manifest.layers:
-        if layer.media_type not in mt.LAYER_TYPES:
-            raise UnsupportedMediaTypeError(
-                f"{ref}: layer {layer.digest} has unsupported media type {layer.media_type!r}",
-                media_type=layer.media_type,
-                reference=str(ref),
-            )
+
+    def load(chosen: Descriptor) -> Manifest | Index:
+        nonlocal fetched
+        fetched, found = _get_manifest(client, ref.with_digest(chosen.digest))
+        return found
+
+    manifest, depth = select_manifest(document, load, wanted, str(ref))
+    check_image_media_types(manifest, str(ref), reference=str(ref))
     if wanted is not None and depth == 0:
         _check_single_platform(client, ref, store, manifest, wanted)
     _fetch_blob(client, ref.repository, manifest.config, store)
