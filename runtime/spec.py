@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pytest_containers.exceptions import InvalidOptionError
+
 from .types import ContainerSpec, Resources
 
 OCI_VERSION = "1.0.2"
@@ -79,18 +81,93 @@ def cgroups_path(container_id: str) -> str:
 
 
 def linux_resources(resources: Resources) -> dict[str, Any]:
-    """``linux.resources`` (``config-linux.md#control-groups``); swap off:
-    ``memory.swap`` (memory+swap) equals ``memory.limit``."""
-    out: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
-    if resources.memory_max_bytes is not None:
-        out["memory"] = {
-            "limit": resources.memory_max_bytes,
-            "swap": resources.memory_max_bytes,
-        }
-    if resources.cpu_quota_us is not None:
-        out["cpu"] = {"quota": resources.cpu_quota_us, "period": resources.cpu_period_us}
-    if resources.pids_max is not None:
-        out["pids"] = {"limit": resources.pids_max}
+    """``linux.resources`` (runtime-spec ``config-linux.md#control-groups``) for
+    ``resources``; only what is set appears, except ``devices``, which always
+    denies every device first (the cgroup adds runc's default devices after it)
+    and then allows ``devices_allow``.
+
+    ``memory.swap`` is memory+swap: ``memory_swap_bytes``, or ``memory.limit``
+    (swap off) when that is ``None``. ``cpu.quota`` is ``cpu_quota_us``, or
+    ``cpus * cpu_period_us``. ``memory_high_bytes`` goes to ``unified``
+    ``memory.high`` (v2 only). Raises ``InvalidOptionError`` naming
+    ``devices_allow`` for a rule that is not ``"TYPE MAJOR:MINOR ACCESS"``.
+    """
+    r = resources
+    devices: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
+    devices += [_device_rule(rule) for rule in r.devices_allow]
+    out: dict[str, Any] = {"devices": devices}
+    memory: dict[str, Any] = {}
+    if r.memory_max_bytes is not None:
+        memory["limit"] = r.memory_max_bytes
+        memory["swap"] = (r.memory_max_bytes if r.memory_swap_bytes is None
+                          else r.memory_swap_bytes)
+    elif r.memory_swap_bytes is not None:
+        memory["swap"] = r.memory_swap_bytes
+    if r.memory_reservation_bytes is not None:
+        memory["reservation"] = r.memory_reservation_bytes
+    if r.memory_swappiness is not None:
+        memory["swappiness"] = r.memory_swappiness
+    if r.oom_kill_disable:
+        memory["disableOOMKiller"] = True
+    if memory:
+        out["memory"] = memory
+    cpu: dict[str, Any] = {}
+    quota = r.effective_cpu_quota_us
+    if quota is not None:
+        cpu["quota"] = quota
+        cpu["period"] = r.cpu_period_us
+    if r.cpu_shares is not None:
+        cpu["shares"] = r.cpu_shares
+    if r.cpuset_cpus is not None:
+        cpu["cpus"] = r.cpuset_cpus
+    if r.cpuset_mems is not None:
+        cpu["mems"] = r.cpuset_mems
+    if cpu:
+        out["cpu"] = cpu
+    if r.pids_max is not None:
+        out["pids"] = {"limit": r.pids_max}
+    block_io: dict[str, Any] = {}
+    if r.blkio_weight is not None:
+        block_io["weight"] = r.blkio_weight
+    for key, entries, name in (
+        ("weightDevice", r.blkio_weight_device, "weight"),
+        ("throttleReadBpsDevice", r.blkio_read_bps_device, "rate"),
+        ("throttleWriteBpsDevice", r.blkio_write_bps_device, "rate"),
+        ("throttleReadIOPSDevice", r.blkio_read_iops_device, "rate"),
+        ("throttleWriteIOPSDevice", r.blkio_write_iops_device, "rate"),
+    ):
+        if entries:
+            block_io[key] = [{"major": major, "minor": minor, name: value}
+                             for major, minor, value in entries]
+    if block_io:
+        out["blockIO"] = block_io
+    if r.hugepage_limits:
+        out["hugepageLimits"] = [{"pageSize": size, "limit": limit}
+                                 for size, limit in r.hugepage_limits]
+    unified = dict(r.unified)
+    if r.memory_high_bytes is not None:
+        unified.setdefault("memory.high", str(r.memory_high_bytes))
+    if unified:
+        out["unified"] = unified
+    return out
+
+
+def _device_rule(rule: str) -> dict[str, Any]:
+    """``"c 10:200 rwm"`` -> ``{"allow": True, "type": "c", "major": 10, "minor": 200,
+    "access": "rwm"}`` (``*`` leaves major or minor out: any)."""
+    parts = rule.split()
+    numbers = parts[1].split(":") if len(parts) == 3 else []
+    ok = (len(numbers) == 2 and parts[0] in ("a", "b", "c")
+          and all(n == "*" or n.isdigit() for n in numbers)
+          and bool(parts[2]) and not set(parts[2]) - set("rwm"))
+    if not ok:
+        raise InvalidOptionError(
+            f"devices_allow: {rule!r} is not a device rule like 'c 10:200 rwm'",
+            option="devices_allow", value=rule)
+    out: dict[str, Any] = {"allow": True, "type": parts[0], "access": parts[2]}
+    for key, number in zip(("major", "minor"), numbers, strict=True):
+        if number != "*":
+            out[key] = int(number)
     return out
 
 

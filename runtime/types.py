@@ -20,17 +20,65 @@ NetworkMode = Literal["none", "host"]
 
 @dataclass(frozen=True)
 class Resources:
-    """cgroup limits (runtime-spec ``config-linux.md#control-groups``).
+    """cgroup limits (runtime-spec ``config-linux.md#control-groups``); the
+    ``linux.resources`` object they become is :func:`~.spec.linux_resources`.
 
-    ``None`` means unlimited. ``cpu_quota_us`` per ``cpu_period_us`` is the CFS
-    bandwidth (v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us``, v2 ``cpu.max``).
-    Swap is off: ``memory+swap`` equals ``memory_max_bytes``.
+    ``None`` (or empty) means "not set": unlimited, or the kernel's default.
+
+    - memory: ``memory_max_bytes`` (v1 ``memory.limit_in_bytes``, v2 ``memory.max``);
+      ``memory_swap_bytes`` is memory+swap as in the runtime-spec, ``None`` meaning
+      equal to ``memory_max_bytes`` (swap off), ``-1`` unlimited;
+      ``memory_reservation_bytes`` (v1 soft limit, v2 ``memory.low``);
+      ``memory_high_bytes`` (v2 ``memory.high``, through ``unified``: an error on v1);
+      ``memory_swappiness`` 0-100 (v1 only); ``oom_kill_disable`` (v1 only).
+    - cpu: ``cpu_quota_us`` per ``cpu_period_us`` is the CFS bandwidth (v1
+      ``cpu.cfs_quota_us``/``cpu.cfs_period_us``, v2 ``cpu.max``); ``cpus``, a CPU
+      count, sets the quota to ``cpus * cpu_period_us`` when ``cpu_quota_us`` is
+      ``None`` (0.5: 50000 per 100000); ``cpu_shares`` 2-262144 (v2: ``cpu.weight``);
+      ``cpuset_cpus``/``cpuset_mems`` lists like ``"0-1,3"``.
+    - ``pids_max``: a positive count.
+    - blkio: ``blkio_weight`` 10-1000; per device ``(major, minor, value)`` tuples:
+      ``blkio_weight_device`` (a weight), ``blkio_read_bps_device`` /
+      ``blkio_write_bps_device`` (bytes per second), ``blkio_read_iops_device`` /
+      ``blkio_write_iops_device`` (IO operations per second).
+    - ``hugepage_limits``: ``(page size like "2MB", limit in bytes)`` pairs.
+    - ``devices_allow``: device cgroup rules in v1 syntax (``"c 10:200 rwm"``,
+      ``"b 8:* r"``) allowed on top of the default devices (every other device is
+      denied; v1 only).
+    - ``unified``: ``(v2 interface file, value)`` pairs written as they are (v2 only).
     """
 
     memory_max_bytes: int | None = None
     cpu_quota_us: int | None = None
     cpu_period_us: int = 100_000
     pids_max: int | None = None
+    memory_swap_bytes: int | None = None
+    memory_reservation_bytes: int | None = None
+    memory_high_bytes: int | None = None
+    memory_swappiness: int | None = None
+    oom_kill_disable: bool = False
+    cpus: float | None = None
+    cpu_shares: int | None = None
+    cpuset_cpus: str | None = None
+    cpuset_mems: str | None = None
+    blkio_weight: int | None = None
+    blkio_weight_device: tuple[tuple[int, int, int], ...] = ()
+    blkio_read_bps_device: tuple[tuple[int, int, int], ...] = ()
+    blkio_write_bps_device: tuple[tuple[int, int, int], ...] = ()
+    blkio_read_iops_device: tuple[tuple[int, int, int], ...] = ()
+    blkio_write_iops_device: tuple[tuple[int, int, int], ...] = ()
+    hugepage_limits: tuple[tuple[str, int], ...] = ()
+    devices_allow: tuple[str, ...] = ()
+    unified: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def effective_cpu_quota_us(self) -> int | None:
+        """``cpu_quota_us``, else ``cpus * cpu_period_us`` (rounded), else ``None``."""
+        if self.cpu_quota_us is not None:
+            return self.cpu_quota_us
+        if self.cpus is not None:
+            return int(round(self.cpus * self.cpu_period_us))
+        return None
 
     @classmethod
     def from_options(
@@ -161,12 +209,27 @@ class ExitStatus:
 
 @dataclass(frozen=True)
 class Stats:
-    """The kernel's own counters of a container's cgroup.
+    """The kernel's own counters of a container's cgroup; ``None`` when the host does
+    not expose the file.
 
-    ``memory_peak_bytes``: v1 ``memory.max_usage_in_bytes``, v2 ``memory.peak``.
-    ``oom_kills``: v1 ``memory.oom_control`` ``oom_kill``, v2 ``memory.events``.
-    ``cpu_usage_us`` and ``cpu_throttled_us`` in microseconds; ``None`` when the
-    host does not expose the file.
+    Memory in bytes: ``memory_current_bytes`` (v1 ``memory.usage_in_bytes``, v2
+    ``memory.current``), ``memory_peak_bytes`` (v1 ``memory.max_usage_in_bytes``, v2
+    ``memory.peak``), ``memory_limit_bytes`` (the limit in force, ``None`` unlimited).
+    ``memory_failcnt``: times a charge hit a limit (v1 ``memory.failcnt`` plus
+    ``memory.memsw.failcnt``, v2 ``memory.events`` ``max``). ``oom_kills``: processes
+    of the cgroup killed by the OOM killer, whichever limit ran out (v1
+    ``memory.oom_control`` ``oom_kill``, v2 ``memory.events`` ``oom_kill``).
+
+    CPU in microseconds: ``cpu_usage_us`` (v1 ``cpuacct.usage``, v2 ``cpu.stat``
+    ``usage_usec``), ``cpu_throttled_us`` (v1 ``cpu.stat`` ``throttled_time`` ns / 1000,
+    v2 ``throttled_usec``); ``cpu_periods``/``cpu_throttled_periods`` are CFS periods
+    elapsed / throttled (``nr_periods``, ``nr_throttled``).
+
+    ``pids_current``, ``pids_peak`` (``pids.peak``: v2, and v1 on Linux 6.x),
+    ``pids_max`` (``None`` unlimited). ``io_read_bytes``/``io_write_bytes``: bytes of
+    block IO issued by the cgroup's processes (v1
+    ``blkio.throttle.io_service_bytes_recursive``, v2 ``io.stat`` ``rbytes``/``wbytes``);
+    page-cache writeback is not charged to the cgroup on v1.
     """
 
     memory_current_bytes: int | None = None
@@ -177,6 +240,13 @@ class Stats:
     pids_current: int | None = None
     pids_peak: int | None = None
     cgroup_version: int | None = None
+    memory_limit_bytes: int | None = None
+    memory_failcnt: int | None = None
+    cpu_periods: int | None = None
+    cpu_throttled_periods: int | None = None
+    pids_max: int | None = None
+    io_read_bytes: int | None = None
+    io_write_bytes: int | None = None
 
 
 @dataclass(frozen=True)
