@@ -57,19 +57,21 @@ _last_cap: int | None = None
 
 class UnknownCapabilityError(ValueError):
     """A capability name that Linux does not define. Fields: ``name``, ``kind`` (the
-    list it is in, e.g. ``"bounding"``)."""
+    list it is in, e.g. ``"bounding"``), ``index`` (its position in that list, -1 when
+    unknown): the message names ``process.capabilities.<kind>[<index>]``."""
 
-    def __init__(self, message: str, *, name: str = "", kind: str = "") -> None:
+    def __init__(self, message: str, *, name: str = "", kind: str = "", index: int = -1) -> None:
         super().__init__(message)
         self.name = name
         self.kind = kind
+        self.index = index
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable with its fields (xdist)
-        return (_rebuild, (str(self), self.name, self.kind))
+        return (_rebuild, (str(self), self.name, self.kind, self.index))
 
 
-def _rebuild(message: str, name: str, kind: str) -> UnknownCapabilityError:
-    return UnknownCapabilityError(message, name=name, kind=kind)
+def _rebuild(message: str, name: str, kind: str, index: int = -1) -> UnknownCapabilityError:
+    return UnknownCapabilityError(message, name=name, kind=kind, index=index)
 
 
 def last_cap() -> int:
@@ -88,15 +90,15 @@ def last_cap() -> int:
 def mask_of(names: Sequence[str], *, kind: str = "", top: int | None = None) -> int:
     """The bit mask (bit N: capability number N) of ``names``; numbers above ``top``
     (default :func:`last_cap`) are left out. Raises :class:`UnknownCapabilityError`
-    for a name not in :data:`NAMES`."""
+    for a name not in :data:`NAMES` (or not a string), naming its list and index."""
     limit = last_cap() if top is None else top
     mask = 0
-    for name in names:
-        number = _NUMBERS.get(name)
+    for index, name in enumerate(names):
+        number = _NUMBERS.get(name) if isinstance(name, str) else None
         if number is None:
             where = f"process.capabilities.{kind}" if kind else "capabilities"
-            raise UnknownCapabilityError(f"unknown capability {name!r} in {where}",
-                                         name=str(name), kind=kind)
+            raise UnknownCapabilityError(f"unknown capability {name!r} in {where}[{index}]",
+                                         name=str(name), kind=kind, index=index)
         if number <= limit:
             mask |= 1 << number
     return mask

@@ -22,6 +22,7 @@ __all__ = [
     "CLONE_NEWPID",
     "CLONE_NEWUSER",
     "CLONE_NEWUTS",
+    "CLOSE_RANGE_CLOEXEC",
     "MNT_DETACH",
     "MNT_EXPIRE",
     "MNT_FORCE",
@@ -50,19 +51,34 @@ __all__ = [
     "PR_CAP_AMBIENT",
     "PR_CAP_AMBIENT_CLEAR_ALL",
     "PR_CAP_AMBIENT_RAISE",
+    "PR_GET_NO_NEW_PRIVS",
+    "PR_GET_PDEATHSIG",
     "PR_SET_CHILD_SUBREAPER",
     "PR_SET_KEEPCAPS",
     "PR_SET_NO_NEW_PRIVS",
     "PR_SET_PDEATHSIG",
+    "RESOLVE_BENEATH",
+    "RESOLVE_IN_ROOT",
+    "RESOLVE_NO_MAGICLINKS",
+    "RESOLVE_NO_SYMLINKS",
+    "RESOLVE_NO_XDEV",
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_TSYNC",
     "UMOUNT_NOFOLLOW",
     "ambient_clear_all",
     "ambient_raise",
     "capbset_drop",
     "capget",
     "capset",
+    "close_range",
+    "get_no_new_privs",
+    "get_pdeathsig",
     "mount",
+    "openat2",
     "pivot_root",
     "prctl",
+    "seccomp_set_mode_filter",
     "set_child_subreaper",
     "set_keepcaps",
     "set_no_new_privs",
@@ -112,11 +128,13 @@ UMOUNT_NOFOLLOW = 8
 
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -129,6 +147,39 @@ _CAP_DATA = struct.Struct("=6I")
 
 #: ``SYS_pivot_root`` per machine (glibc has no wrapper)
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+#: ``SYS_seccomp`` per machine (glibc has no wrapper)
+_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "s390x": 348}
+_NR_SECCOMP = _SYS_SECCOMP.get(platform.machine())  # at import: the child reads no file
+#: syscalls added since Linux 5.1 have one number on every architecture
+_SYS_CLOSE_RANGE = 436
+_SYS_OPENAT2 = 437
+
+# <linux/close_range.h>
+CLOSE_RANGE_CLOEXEC = 1 << 2
+
+# <linux/openat2.h>: ``struct open_how {u64 flags, mode, resolve}``
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+_OPEN_HOW = struct.Struct("=3Q")
+
+# <linux/seccomp.h>
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_MODE_FILTER = 2
+_PR_SET_SECCOMP = 22
+SECCOMP_FILTER_FLAG_TSYNC = 1 << 0
+SECCOMP_FILTER_FLAG_LOG = 1 << 1
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2
+#: ``struct sock_filter {u16 code; u8 jt, jf; u32 k}``
+_SOCK_FILTER_SIZE = 8
+
+
+class _SockFprog(ctypes.Structure):
+    """``struct sock_fprog {unsigned short len; struct sock_filter *filter}``."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.unshare.argtypes = [ctypes.c_int]
@@ -274,3 +325,59 @@ def statfs_type(path: PathLike) -> int:
     buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit
     _check(_libc.statfs(_b(path), buf), "statfs", path)
     return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+def get_pdeathsig() -> int:
+    """``PR_GET_PDEATHSIG``: the signal the caller gets when its parent dies (0: none)."""
+    value = ctypes.c_int(0)
+    _check(_libc.prctl(PR_GET_PDEATHSIG, ctypes.addressof(value), 0, 0, 0), "prctl")
+    return value.value
+
+
+def get_no_new_privs() -> bool:
+    """``PR_GET_NO_NEW_PRIVS``: whether the caller's ``no_new_privs`` bit is set."""
+    return bool(prctl(PR_GET_NO_NEW_PRIVS))
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    """``close_range(2)`` (Linux 5.9; ``CLOSE_RANGE_CLOEXEC`` 5.11): close, or with
+    ``CLOSE_RANGE_CLOEXEC`` mark close-on-exec, every fd from ``first`` to ``last``."""
+    _check(_libc.syscall(ctypes.c_long(_SYS_CLOSE_RANGE), ctypes.c_uint(first),
+                         ctypes.c_uint(last), ctypes.c_uint(flags)), "close_range")
+
+
+def openat2(path: PathLike, flags: int, resolve: int, *, dir_fd: int, mode: int = 0) -> int:
+    """``openat2(2)`` (Linux 5.6) of ``path`` relative to ``dir_fd`` with the
+    ``RESOLVE_*`` bits ``resolve``; returns the new fd. ``RESOLVE_IN_ROOT`` resolves
+    ``path`` as if ``dir_fd`` were ``/``: an absolute symlink or ``..`` cannot leave
+    it (kernel ``Documentation/userspace-api`` and openat2(2)). Raises ``OSError``
+    (ENOSYS on an older kernel, EXDEV/ELOOP for a refused resolution)."""
+    how = _OPEN_HOW.pack(flags, mode, resolve)
+    fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd),
+                       ctypes.c_char_p(_b(path)), ctypes.c_char_p(how), ctypes.c_size_t(len(how)))
+    _check(fd, "openat2", path)
+    return int(fd)
+
+
+def seccomp_set_mode_filter(program: bytes, flags: int = 0) -> None:
+    """Install the classic BPF ``program`` (``struct sock_filter`` array, 8 bytes an
+    instruction, native byte order) as a seccomp filter of the calling thread:
+    ``seccomp(SECCOMP_SET_MODE_FILTER, flags, &prog)`` (kernel
+    ``Documentation/userspace-api/seccomp_filter.rst``); ``prctl(PR_SET_SECCOMP)``
+    where the syscall number is unknown and ``flags`` is 0. Needs ``no_new_privs``
+    or ``CAP_SYS_ADMIN``; EINVAL for a malformed program."""
+    count, rest = divmod(len(program), _SOCK_FILTER_SIZE)
+    if rest or not 0 < count <= 4096:
+        raise OSError(22, f"seccomp: a filter is 1 to 4096 instructions, got {len(program)} bytes")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(count, ctypes.addressof(buffer))
+    nr = _NR_SECCOMP
+    if nr is None:
+        if flags:
+            raise OSError(38, "seccomp: unknown syscall number on this machine")
+        _check(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0),
+               "prctl(PR_SET_SECCOMP)")
+        return
+    _check(_libc.syscall(ctypes.c_long(nr), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
+                         ctypes.c_uint(flags), ctypes.c_void_p(ctypes.addressof(prog))),
+           "seccomp")
