@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .convert import container_spec
+from .convert import STOP_SIGNAL_ANNOTATION, container_spec
 from .exceptions import ContainerStartError, ContainerTimeoutError, InvalidOptionError
 from .image.locks import Lease
 from .image.manifest import Platform, host_can_run
@@ -90,10 +90,13 @@ class ContainerHandle:
         image: str,
         args: Sequence[str],
         lease: Lease | None = None,
+        stop_signal: int | str = _signal.SIGTERM,
     ) -> None:
         self._container = container
         self.image = image
         self.args = tuple(args)
+        #: what :meth:`stop` sends first: the image's ``STOPSIGNAL``, else SIGTERM
+        self.stop_signal = signal_number(stop_signal)
         self._lease = lease
         self._status: ExitStatus | None = None
         self._stats: Stats | None = None
@@ -168,17 +171,22 @@ class ContainerHandle:
         if self.poll() is None:
             self._container.kill(signal_number(signal))
 
-    def stop(self, timeout: float = 10.0) -> ExitStatus:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds, like ``docker stop``.
+    def stop(self, timeout: float = 10.0, *, signal: int | str | None = None) -> ExitStatus:
+        """Send ``signal`` (default :attr:`stop_signal`: the image's ``STOPSIGNAL``,
+        else SIGTERM), then SIGKILL after ``timeout`` seconds, like ``docker stop``;
+        returns the exit status (128+N for signal N: 143 for SIGTERM, 137 after the
+        SIGKILL). ``timeout=0`` kills at once.
 
-        A PID 1 with no SIGTERM handler ignores it (kernel rule for a namespace's
-        init), so such a container is killed after ``timeout``."""
+        A PID 1 with no handler for the signal ignores it (the kernel's rule for a
+        namespace's init), so such a container is killed after ``timeout``."""
         if self.poll() is None:
-            self._container.kill(_signal.SIGTERM)
-            try:
-                return self.wait(timeout)
-            except TimeoutError:
-                self._container.kill(_signal.SIGKILL)
+            if timeout > 0:
+                self._container.kill(self.stop_signal if signal is None else signal_number(signal))
+                try:
+                    return self.wait(timeout)
+                except TimeoutError:
+                    pass
+            self._container.kill(_signal.SIGKILL)
         return self.wait(None)
 
     def stats(self) -> Stats:
@@ -287,11 +295,26 @@ class Containers:
                 network=network,
                 read_only=read_only,
             )
+            stop_signal = dict(spec.annotations).get(STOP_SIGNAL_ANNOTATION) or _signal.SIGTERM
+            try:
+                stop_signal = signal_number(stop_signal)
+            except InvalidOptionError as exc:
+                raise InvalidOptionError(
+                    f"image {img.reference}: STOPSIGNAL {stop_signal!r} is not a signal",
+                    option="StopSignal",
+                    value=stop_signal,
+                ) from exc
             container = self.runtime.start(spec, container_id=container_id)
         except BaseException:
             lease.release()
             raise
-        handle = ContainerHandle(container, image=image, args=spec.args, lease=lease)
+        handle = ContainerHandle(
+            container,
+            image=image,
+            args=spec.args,
+            lease=lease,
+            stop_signal=stop_signal,
+        )
         self._started.append(handle)
         return handle
 

@@ -7,7 +7,9 @@ and is appended to ENTRYPOINT; given env entries override the image's by key.
 
 from __future__ import annotations
 
+import os
 import shlex
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,6 +18,10 @@ from .runtime import ContainerSpec, Mount, Resources
 from .runtime.types import NetworkMode
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+#: image-spec conversion.md: where ``Config.StopSignal`` goes in the runtime config
+STOP_SIGNAL_ANNOTATION = "org.opencontainers.image.stopSignal"
 
 
 def command_args(command: str | Sequence[str] | None) -> list[str] | None:
@@ -40,66 +46,48 @@ def merge_env(image_env: Sequence[str], env: Mapping[str, str] | None) -> tuple[
     return tuple(f"{k}={v}" for k, v in merged.items())
 
 
-def _lookup(layers: Sequence[Path], relpath: str, name: str, field: int) -> int | None:
-    """Find ``name`` in the topmost layer's ``/etc/passwd`` or ``/etc/group``
-    (the snapshot that last wrote the file), return its id column."""
+def _layer_text(layers: Sequence[Path], relpath: str) -> str | None:
+    """The text of ``relpath`` in the merged view of ``layers`` (base first): the
+    topmost layer's regular file, ``None`` when a higher layer deletes it (an
+    overlay whiteout) or no layer has one. A symlink there is not followed
+    (``None``): the file is the image's own or nothing."""
     for layer in reversed(layers):
-        path = layer / relpath
-        if path.is_symlink() or not path.is_file():
+        try:
+            st = os.lstat(layer / relpath)
+        except (FileNotFoundError, NotADirectoryError):
             continue
-        for line in path.read_text(errors="replace").splitlines():
-            parts = line.split(":")
-            if len(parts) > field and parts[0] == name and parts[field].isdigit():
-                return int(parts[field])
-        return None
+        if stat.S_ISREG(st.st_mode):
+            return (layer / relpath).read_text(errors="replace")
+        return None  # a whiteout, a symlink, a directory: nothing to read
     return None
 
 
 def home_of(uid: int, layers: Sequence[Path]) -> str:
     """``HOME`` for ``uid`` as docker sets it: the home column of the image's
     ``/etc/passwd`` entry, else ``/root`` for uid 0 and ``/`` otherwise."""
-    for layer in reversed(layers):
-        path = layer / "etc/passwd"
-        if path.is_symlink() or not path.is_file():
-            continue
-        for line in path.read_text(errors="replace").splitlines():
-            parts = line.split(":")
-            if len(parts) > 5 and parts[2] == str(uid) and parts[5]:
-                return parts[5]
-        break
+    for line in (_layer_text(layers, "etc/passwd") or "").splitlines():
+        parts = line.split(":")
+        if len(parts) > 5 and parts[2] == str(uid) and parts[5]:
+            return parts[5]
     return "/root" if uid == 0 else "/"
 
 
-def resolve_user(user: str | int | None, layers: Sequence[Path]) -> tuple[int, int]:
-    """``uid``/``gid`` for a docker ``--user``: ``""``, ``"1000"``, ``"1000:1000"``,
-    ``"name"``, ``"name:group"``. Names are read from the image's own
-    ``/etc/passwd`` and ``/etc/group``. Raises ``ContainerStartError`` for an unknown name."""
+def resolve_user(
+    user: str | int | None, layers: Sequence[Path]
+) -> tuple[int, int, tuple[int, ...]]:
+    """``(uid, gid, additional gids)`` for a docker ``--user``: ``""``, ``"1000"``,
+    ``"1000:1000"``, ``"name"``, ``"name:group"``, read from the image's own
+    ``/etc/passwd`` and ``/etc/group`` (the merged view of ``layers``) with runc's
+    rules (:func:`~pytest_containers.runtime.native.process.user_from_files`): a
+    name or uid found gives its gid and the groups listing it. Raises
+    ``ContainerStartError`` naming the user and the file for an unknown name."""
+    from .runtime.native.process import user_from_files
+
     if user is None or user == "":
-        return 0, 0
-    if isinstance(user, int):
-        return user, user if user == 0 else 0
-    name, _, group = str(user).partition(":")
-    if name.isdigit():
-        uid = int(name)
-        gid = None
-    else:
-        uid_found = _lookup(layers, "etc/passwd", name, 2)
-        if uid_found is None:
-            raise ContainerStartError(
-                f"user {name!r} not found in the image's /etc/passwd", user=user
-            )
-        uid = uid_found
-        gid = _lookup(layers, "etc/passwd", name, 3)
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            gid = _lookup(layers, "etc/group", group, 2)
-            if gid is None:
-                raise ContainerStartError(
-                    f"group {group!r} not found in the image's /etc/group", user=user
-                )
-    return uid, gid if gid is not None else 0
+        user = ""
+    passwd = _layer_text(layers, "etc/passwd")
+    group = _layer_text(layers, "etc/group")
+    return user_from_files(str(user), passwd, group, source="the image")
 
 
 def container_spec(
@@ -122,6 +110,7 @@ def container_spec(
     with ``layers`` (snapshot dirs, base first).
 
     ``HOME`` is set as docker sets it when neither the image nor ``env`` does.
+    The image's ``StopSignal`` becomes the annotation :data:`STOP_SIGNAL_ANNOTATION`.
     Raises ``ContainerStartError`` when neither the image nor the caller gives a command.
     """
     cfg_entry = list(getattr(image_config, "entrypoint", None) or [])
@@ -135,10 +124,11 @@ def container_spec(
         raise ContainerStartError(
             "no command given and the image has no ENTRYPOINT or CMD", argv=[]
         )
-    uid, gid = resolve_user(
+    uid, gid, groups = resolve_user(
         user if user is not None else getattr(image_config, "user", None), layers
     )
     merged_env = merge_env(list(getattr(image_config, "env", None) or []), env)
+    stop_signal = getattr(image_config, "stop_signal", "")
     if not any(e.startswith("HOME=") for e in merged_env):
         merged_env += (f"HOME={home_of(uid, layers)}",)
     return ContainerSpec(
@@ -148,9 +138,11 @@ def container_spec(
         cwd=workdir or getattr(image_config, "working_dir", None) or "/",
         uid=uid,
         gid=gid,
+        additional_gids=groups,
         hostname=hostname,
         resources=resources,
         mounts=tuple(mounts),
         network=network,
         read_only_rootfs=read_only,
+        annotations=((STOP_SIGNAL_ANNOTATION, stop_signal),) if stop_signal else (),
     )

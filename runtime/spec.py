@@ -192,7 +192,8 @@ def to_config(spec: ContainerSpec, *, container_id: str, rootfs: str = "rootfs")
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": False,
-            "user": {"uid": spec.uid, "gid": spec.gid},
+            "user": {"uid": spec.uid, "gid": spec.gid}
+            | ({"additionalGids": list(spec.additional_gids)} if spec.additional_gids else {}),
             "args": list(spec.args),
             "env": list(spec.env),
             "cwd": spec.cwd,

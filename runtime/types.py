@@ -169,7 +169,10 @@ class ContainerSpec:
 
     ``layers``: snapshot directories, base first (the overlay lowerdirs, in
     reverse). ``args`` is ``process.args`` after ENTRYPOINT/CMD merging;
-    ``env`` entries are ``"KEY=value"``; ``user`` is numeric ``uid`` and ``gid``.
+    ``env`` entries are ``"KEY=value"``; the user is numeric: ``uid``, ``gid``
+    and ``additional_gids`` (supplementary groups). ``annotations`` go to the
+    config's; ``org.opencontainers.image.stopSignal`` among them is the signal
+    a stop sends first (image-spec conversion.md).
     """
 
     args: tuple[str, ...]
@@ -178,6 +181,7 @@ class ContainerSpec:
     cwd: str = "/"
     uid: int = 0
     gid: int = 0
+    additional_gids: tuple[int, ...] = ()
     hostname: str = "ptc"
     resources: Resources = field(default_factory=Resources)
     mounts: tuple[Mount, ...] = ()

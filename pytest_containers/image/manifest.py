@@ -593,7 +593,8 @@ class ImageConfig:
     """An image configuration (config.md): how to run the image and its diffIDs.
 
     ``diff_ids``: ``sha256:<hex>`` of each *uncompressed* layer, base first.
-    ``env``: ``KEY=value`` strings. ``raw``: the whole parsed document.
+    ``env``: ``KEY=value`` strings. ``stop_signal``: ``StopSignal`` as written
+    (``"SIGQUIT"``, ``"3"``), ``""`` if unset. ``raw``: the whole parsed document.
     """
 
     architecture: str
@@ -604,6 +605,7 @@ class ImageConfig:
     env: tuple[str, ...] = ()
     working_dir: str = ""
     user: str = ""
+    stop_signal: str = ""
     labels: dict[str, str] = field(default_factory=dict, compare=False)
     diff_ids: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -624,6 +626,7 @@ class ImageConfig:
             env=tuple(conf.get("Env") or ()),
             working_dir=str(conf.get("WorkingDir") or ""),
             user=str(conf.get("User") or ""),
+            stop_signal=str(conf.get("StopSignal") or ""),
             labels=dict(conf.get("Labels") or {}),
             diff_ids=tuple(validate_digest(d) for d in rootfs.get("diff_ids") or ()),
             raw=doc,

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from pytest_containers.runtime import Resources
+from pytest_containers.runtime.spec import to_config
 
-from pytest_containers.convert import command_args, container_spec, merge_env, resolve_user
+from pytest_containers.convert import (
+    STOP_SIGNAL_ANNOTATION,
+    command_args,
+    container_spec,
+    merge_env,
+    resolve_user,
+)
 from pytest_containers.exceptions import ContainerStartError, InvalidOptionError
 
 
@@ -19,6 +28,7 @@ class Config:
     env: list[str] = field(default_factory=list)
     working_dir: str | None = None
     user: str | None = None
+    stop_signal: str = ""
 
 
 def spec(cfg: Config, layers=(), **kw):
@@ -66,10 +76,44 @@ def test_workdir_and_user_from_image_or_options(tmp_path: Path):
     assert (s.cwd, s.uid, s.gid) == ("/srv", 33, 44)
     s = spec(Config(cmd=["x"]), layers=[tmp_path], user="web:staff", workdir="/tmp")
     assert (s.cwd, s.uid, s.gid) == ("/tmp", 33, 50)
-    assert resolve_user("1000:1001", [tmp_path]) == (1000, 1001)
-    assert resolve_user("1000", [tmp_path]) == (1000, 0)
+    assert resolve_user("1000:1001", [tmp_path]) == (1000, 1001, ())
+    assert resolve_user("1000", [tmp_path]) == (1000, 0, ())
     with pytest.raises(ContainerStartError, match="nobody"):
         resolve_user("nobody", [tmp_path])
+
+
+def test_user_groups_as_runc_reads_them(tmp_path: Path):
+    """A uid found in /etc/passwd gets its gid, and a user its supplementary groups
+    (runc's user.GetExecUser); both reach the runtime config."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nweb:x:33:44::/srv:/bin/sh\n")
+    (tmp_path / "etc/group").write_text("web:x:44:\nlog:x:60:web\naudio:x:61:other,web\n")
+    assert resolve_user("33", [tmp_path]) == (33, 44, (60, 61))
+    assert resolve_user("web", [tmp_path]) == (33, 44, (60, 61))
+    assert resolve_user("web:60", [tmp_path]) == (33, 60, ())
+    s = spec(Config(cmd=["x"], user="web"), layers=[tmp_path])
+    assert s.additional_gids == (60, 61)
+    assert to_config(s, container_id="c")["process"]["user"] == {
+        "uid": 33, "gid": 44, "additionalGids": [60, 61]
+    }
+    assert spec(Config(cmd=["x"], user="web"), layers=[tmp_path]).env[-1] == "HOME=/srv"
+
+
+def test_passwd_deleted_by_an_upper_layer(tmp_path: Path):
+    base, top = tmp_path / "base", tmp_path / "top"
+    (base / "etc").mkdir(parents=True)
+    (base / "etc/passwd").write_text("app:x:7:7::/:/bin/sh\n")
+    (top / "etc").mkdir(parents=True)
+    os.mknod(top / "etc/passwd", stat.S_IFCHR, os.makedev(0, 0))  # overlay whiteout
+    with pytest.raises(ContainerStartError, match="app"):
+        resolve_user("app", [base, top])
+    assert resolve_user("", [base, top]) == (0, 0, ())
+
+
+def test_image_stop_signal_becomes_the_annotation():
+    s = spec(Config(cmd=["x"], stop_signal="SIGQUIT"))
+    assert dict(s.annotations)[STOP_SIGNAL_ANNOTATION] == "SIGQUIT"
+    assert STOP_SIGNAL_ANNOTATION not in dict(spec(Config(cmd=["x"])).annotations)
 
 
 def test_upper_layer_passwd_wins(tmp_path: Path):
@@ -77,7 +121,7 @@ def test_upper_layer_passwd_wins(tmp_path: Path):
     for layer, uid in ((base, 1), (top, 2)):
         (layer / "etc").mkdir(parents=True)
         (layer / "etc/passwd").write_text(f"app:x:{uid}:{uid}::/:/bin/sh\n")
-    assert resolve_user("app", [base, top]) == (2, 2)
+    assert resolve_user("app", [base, top]) == (2, 2, ())
 
 
 @pytest.mark.parametrize(
