@@ -1,19 +1,25 @@
 """``pytest-containers``: the docker-like command line for CI steps.
 
-Implemented here: ``image pull REF``, ``image ls``, ``image inspect REF``
-(JSON), ``image tag SRC DST``, ``image rm REF...``, ``image prune``,
-``image push [--chunk-size BYTES] REF [DST]``, ``image save REF -o FILE``
-and ``image load -i FILE [--tag REF]`` (OCI archives, as ``skopeo``'s
-``oci-archive:``), and
+Implemented here: ``image pull [--pull always|missing|never] [--platform P] REF``,
+``image ls``, ``image inspect REF`` (JSON; REF may be an image ID or digest,
+``sha256:<hex>``), ``image tag SRC DST``, ``image rm REF...``, ``image prune
+[--grace SECONDS | --all]``, ``image push [--chunk-size BYTES] REF [DST]``,
+``image save REF -o FILE`` (``-o -``: to stdout, not a terminal) and ``image
+load -i FILE [--tag REF]`` (OCI archives, as ``skopeo``'s ``oci-archive:``), and
 ``run [--memory SIZE] [--cpus N] [--pids-limit N] [--runtime NAME] [-e K=V]
 [-w DIR] [-u USER] IMAGE [COMMAND...]``. ``run`` exits with the container's
 exit code (128+N when killed by signal N) and prints a line on stderr when
-the kernel OOM-killed a process of it. Errors print ``pytest-containers:
-error: ...`` and exit 125, like ``docker run``'s own failures; a command that
-is not in the image exits 127, one that cannot be executed 126 (docker's
-codes). Ctrl-C and SIGTERM remove the container and exit 130 and 143; a
-closed stdout (``... | head``) kills the container and exits 141 (SIGPIPE).
-Every ``run`` first sweeps containers whose owner process is dead.
+the kernel OOM-killed a process of it. Our own failures (any of our errors,
+any OS error: a store that is read-only, missing or full, an unwritable output
+file) print one line ``pytest-containers: error: ...`` and exit 125, like
+``docker run``'s own failures; a command that is not in the image exits 127,
+one that cannot be executed 126 (docker's codes). A wait of more than a second
+for a store lock another process holds is reported on stderr (``waiting for
+the store lock FILE held by pid N (...)``). Ctrl-C and SIGTERM (also while
+waiting for a lock) exit 130 and 143 without a traceback; ``run`` removes its
+container first. A closed stdout (``... | head``) exits 141 (SIGPIPE), killing
+the container of ``run``. Every ``run`` first sweeps containers whose owner
+process is dead; the runtime side is imported for ``run`` only.
 """
 
 from __future__ import annotations
@@ -21,24 +27,31 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from ._pluginmanager import make_runtime, runtime_names
-from .containers import ContainerHandle, Containers
-from .exceptions import CommandNotFoundError, ContainersError
-from .image.store import Store
+from .exceptions import (
+    CommandNotFoundError,
+    ContainersError,
+    ImageError,
+    InvalidOptionError,
+)
+from .image.gc import PruneReport
+from .image.store import PRUNE_GRACE, Store
 from .images import Images, default_root
-from .runtime.sweep import sweep
+
+if TYPE_CHECKING:
+    from .containers import ContainerHandle
 
 EXIT_ERROR = 125
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
+EXIT_SIGINT = 128 + signal.SIGINT
 EXIT_SIGPIPE = 128 + signal.SIGPIPE
 EXIT_SIGTERM = 128 + signal.SIGTERM
 
@@ -51,13 +64,33 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def _positive_bytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pytest-containers", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--store",
-        type=Path,
         default=None,
-        help="image store directory (default: %(default)s -> XDG cache)",
+        metavar="DIR",
+        help="image store directory (default: $XDG_CACHE_HOME/pytest-containers)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -67,28 +100,39 @@ def _parser() -> argparse.ArgumentParser:
     pull = image.add_parser("pull", help="pull an image from a registry")
     pull.add_argument("--platform", default=None, metavar="OS/ARCH[/VARIANT]",
                       help="platform to pick from a multi-platform image (default: this host)")
+    pull.add_argument("--pull", choices=("always", "missing", "never"), default="always",
+                      help="always ask the registry (default), only when the store lacks the"
+                      " image (missing), or never")
     pull.add_argument("reference")
     image.add_parser("ls", help="list images in the store")
-    image.add_parser("inspect", help="show a stored image as JSON").add_argument("reference")
+    image.add_parser("inspect", help="show a stored image (name, ID or digest) as JSON"
+                     ).add_argument("reference")
     tag = image.add_parser("tag", help="give a stored image another name")
     tag.add_argument("source")
     tag.add_argument("target")
     rm = image.add_parser("rm", help="remove names (blobs stay until prune)")
     rm.add_argument("references", nargs="+", metavar="reference")
-    image.add_parser(
+    prune = image.add_parser(
         "prune", help="remove blobs and snapshots no name reaches and no container uses"
     )
+    ages = prune.add_mutually_exclusive_group()
+    ages.add_argument("--grace", type=_non_negative_seconds, default=PRUNE_GRACE,
+                      metavar="SECONDS", help="keep unnamed blobs and snapshots younger than"
+                      " this (default %(default)g: a pull or load may be about to name them)")
+    ages.add_argument("--all", action="store_true",
+                      help="remove them whatever their age (--grace 0; only while no pull or"
+                      " load runs on this store)")
     push = image.add_parser("push", help="push a stored image to a registry")
     push.add_argument("reference")
     push.add_argument("destination", nargs="?", default=None)
-    push.add_argument(
-        "--chunk-size", type=int, default=None, metavar="BYTES", help="upload in chunks"
-    )
+    push.add_argument("--chunk-size", type=_positive_bytes, default=None, metavar="BYTES",
+                      help="upload in chunks")
     save = image.add_parser("save", help="write a stored image to an OCI archive")
     save.add_argument("reference")
-    save.add_argument("--output", "-o", required=True, type=Path, metavar="FILE")
+    save.add_argument("--output", "-o", required=True, metavar="FILE",
+                      help="the archive to write; - for stdout (not a terminal)")
     load = image.add_parser("load", help="load the images of an OCI archive")
-    load.add_argument("--input", "-i", required=True, type=Path, metavar="FILE")
+    load.add_argument("--input", "-i", required=True, metavar="FILE")
     load.add_argument("--tag", "-t", default=None, metavar="REF", help="name its one image")
 
     run = sub.add_parser("run", help="run a command in a new container")
@@ -131,10 +175,7 @@ def _follow(handle: ContainerHandle, out: BinaryIO, err: BinaryIO) -> int:
                 _copy_new(fe, err)
             except BrokenPipeError:
                 handle.kill()
-                # keep the interpreter's own flush at exit from failing again
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-                os.close(devnull)
+                _discard_stdout()
                 return EXIT_SIGPIPE
             if status is not None:
                 break
@@ -148,6 +189,9 @@ def _run(args: argparse.Namespace, images: Images) -> int:
         key, sep, value = item.partition("=")
         env[key] = value if sep else os.environ.get(key, "")
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    from ._pluginmanager import make_runtime  # the runtime side, for run only
+    from .containers import Containers
+
     factory = Containers(images, make_runtime(args.runtime))
     try:
         handle = factory.start(
@@ -179,20 +223,68 @@ def _run(args: argparse.Namespace, images: Images) -> int:
 
 
 def _image_ls(store: Store) -> int:
-    rows = [("REFERENCE", "DIGEST", "SIZE")]
+    """The names ``image ls`` lists are exactly those other commands resolve
+    (:meth:`Store.images`); ``REGISTRY DIGEST`` is what ``REPO@<it>`` pulls (see
+    :attr:`Image.registry_digest`)."""
+    rows = [("REFERENCE", "DIGEST", "REGISTRY DIGEST", "SIZE")]
     for image in store.images():
         size = sum(layer.size for layer in image.manifest.layers)
-        rows.append((str(image.reference), image.digest[:19], f"{size / 1e6:.1f}MB"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        rows.append(
+            (
+                str(image.reference),
+                image.digest[:19],
+                image.registry_digest[:19],
+                f"{size / 1e6:.1f}MB",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
+def _print_prune(report: PruneReport) -> None:
+    for digest in report.blobs:
+        print(f"deleted blob: {digest}")
+    for chain_id in report.snapshots:
+        print(f"deleted snapshot: {chain_id}")
+    for path in report.temp:
+        print(f"deleted temp: {path}")
+    for chain_id in report.in_use:
+        print(f"kept snapshot (in use by a container): {chain_id}")
+    young_blobs, young_snapshots = len(report.young_blobs), len(report.young_snapshots)
+    if young_blobs or young_snapshots:
+        print(
+            f"kept {young_blobs} blob(s) and {young_snapshots} snapshot(s)"
+            f" ({report.young_bytes / 1e6:.1f}MB) that no name reaches but younger than the"
+            f" grace period of {report.grace:g} s (a pull or load may be about to name them);"
+            " --all removes them"
+        )
+    if report.temp_in_use:
+        print(
+            f"kept {len(report.temp_in_use)} temp file(s) being written (their lock is held"
+            " by a running pull, load or unpack)"
+        )
+    if report.temp_young:
+        print(
+            f"kept {len(report.temp_young)} temp file(s) changed within the last"
+            f" {report.stale_temp:g} s (a load may be using them)"
+        )
+    if report.locks:
+        print(f"deleted lock files nobody held: {len(report.locks)}")
+    print(f"Total reclaimed space: {report.freed_bytes / 1e6:.1f}MB")
+
+
 def _image_command(args: argparse.Namespace, store: Store) -> int:
-    """``image inspect|tag|rm|prune|push|save|load``; errors are raised."""
-    images, command = Images(store), args.image_command
-    if command == "inspect":
+    """``image pull|ls|inspect|tag|rm|prune|push|save|load``; errors are raised."""
+    command = args.image_command
+    images = Images(store, policy=args.pull if command == "pull" else "missing")
+    if command == "pull":
+        image = images.pull(args.reference, platform=args.platform)
+        print(f"{image.reference}: {image.digest}")
+    elif command == "ls":
+        return _image_ls(store)
+    elif command == "inspect":
         print(json.dumps(images.inspect(args.reference), indent=2))
     elif command == "tag":
         image = images.tag(args.source, args.target)
@@ -202,31 +294,81 @@ def _image_command(args: argparse.Namespace, store: Store) -> int:
             images.rm(reference)
             print(f"Untagged: {reference}")
     elif command == "prune":
-        report = images.prune()
-        for digest in report.blobs:
-            print(f"deleted blob: {digest}")
-        for chain_id in report.snapshots:
-            print(f"deleted snapshot: {chain_id}")
-        for path in report.temp:
-            print(f"deleted temp: {path}")
-        for chain_id in report.in_use:
-            print(f"kept snapshot (in use by a container): {chain_id}")
-        if report.locks:
-            print(f"deleted lock files nobody held: {len(report.locks)}")
-        print(f"Total reclaimed space: {report.freed_bytes / 1e6:.1f}MB")
+        _print_prune(images.prune(grace=0.0 if args.all else args.grace))
     elif command == "push":
         result = images.push(args.reference, args.destination, chunk_bytes=args.chunk_size)
         print(f"{result.reference}: {result.digest}")
     elif command == "save":
-        images.save(args.reference, args.output)
+        if args.output != "-":
+            images.save(args.reference, args.output)
+        elif sys.stdout.isatty():
+            raise InvalidOptionError(
+                "refusing to write an archive to a terminal: redirect stdout"
+                " (-o - > FILE.tar, or | COMMAND) or give -o FILE",
+                option="--output",
+                value="-",
+            )
+        else:
+            sys.stdout.flush()
+            images.save(args.reference, sys.stdout.buffer)
     elif command == "load":
         for image in images.load(args.input, args.tag):
             print(f"Loaded image: {image.reference}")
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line; an OS error (not one of ours) as
+    ``<why>: <file>`` without its ``[Errno N]``."""
+    text = str(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, ContainersError) and exc.strerror:
+        text = exc.strerror
+        if exc.filename is not None:
+            text += f": {exc.filename}"
+            if exc.filename2 is not None:
+                text += f" -> {exc.filename2}"
+    return " ".join(text.split()) or type(exc).__name__
+
+
 def _error(exc: BaseException) -> None:
-    print(f"pytest-containers: error: {exc}", file=sys.stderr)
+    print(f"pytest-containers: error: {_one_line(exc)}", file=sys.stderr)
+
+
+class _StderrHandler(logging.Handler):
+    """Our log records (a wait for a store lock) as ``pytest-containers: ...`` lines on
+    whatever ``sys.stderr`` is when they are emitted."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"pytest-containers: {record.getMessage()}", file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - logging must not raise
+            self.handleError(record)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    store = Store(args.store if args.store is not None else default_root())
+    if args.command == "image":
+        try:
+            return _image_command(args, store)
+        except ValueError as exc:  # of ours, raised as a plain ValueError
+            if isinstance(exc, ContainersError):
+                raise
+            _error(exc)
+            return EXIT_ERROR
+    if args.command == "run":
+        from ._pluginmanager import runtime_names
+        from .runtime.sweep import sweep
+
+        if args.runtime not in runtime_names():
+            print(
+                f"pytest-containers: error: unknown runtime {args.runtime!r}; available: "
+                f"{', '.join(runtime_names())}",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+        sweep()
+        return _run(args, Images(store, policy=args.pull))
+    return EXIT_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,50 +376,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
+    logger = logging.getLogger("pytest_containers")
+    handler = _StderrHandler(logging.INFO)
+    logger.addHandler(handler)
     try:
-        store = Store(args.store or default_root())
-    except ValueError as exc:
-        _error(exc)
-        return EXIT_ERROR
-    try:
-        if args.command == "image" and args.image_command == "pull":
-            image = Images(store, policy="always").pull(args.reference,
-                                                        platform=args.platform)
-            print(f"{image.reference}: {image.digest}")
-            return 0
-        if args.command == "image" and args.image_command == "ls":
-            return _image_ls(store)
-        if args.command == "image":
-            try:
-                return _image_command(args, store)
-            except (OSError, ValueError) as exc:  # the archive file; --chunk-size
-                if isinstance(exc, ContainersError):
-                    raise
-                _error(exc)
-                return EXIT_ERROR
-        if args.command == "run":
-            if args.runtime not in runtime_names():
-                print(
-                    f"pytest-containers: error: unknown runtime {args.runtime!r}; available: "
-                    f"{', '.join(runtime_names())}",
-                    file=sys.stderr,
-                )
-                return EXIT_ERROR
-            sweep()
-            return _run(args, Images(store, policy=args.pull))
+        return _dispatch(args)
     except CommandNotFoundError as exc:
         _error(exc)
         return EXIT_NOT_FOUND
     except ContainersError as exc:
         _error(exc)
-        if getattr(exc, "errno", None) == errno.EACCES:
+        not_executable = getattr(exc, "errno", None) == errno.EACCES
+        if not_executable and args.command == "run" and not isinstance(exc, ImageError):
             return EXIT_NOT_EXECUTABLE
+        return EXIT_ERROR
+    except BrokenPipeError:  # stdout closed (image save -o - | head)
+        _discard_stdout()
+        return EXIT_SIGPIPE
+    except OSError as exc:
+        _error(exc)
         return EXIT_ERROR
     except _Terminated:
         return EXIT_SIGTERM
     except KeyboardInterrupt:
-        return 130
-    return EXIT_ERROR
+        return EXIT_SIGINT
+    finally:
+        logger.removeHandler(handler)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's flush at exit does not
+    fail again on a closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

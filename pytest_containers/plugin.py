@@ -14,8 +14,10 @@ import threading
 import pytest
 
 from ._pluginmanager import runtime_names
+from .exceptions import ContainersError
 from .fixtures import container_runtime, containers, factories_key, images
 from .image.manifest import Platform
+from .image.pull import PULL_POLICIES
 from .image.store import Store
 
 __all__ = ["container_runtime", "containers", "images"]
@@ -52,19 +54,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="platform of the images pulled (e.g. linux/arm64/v8; default: this machine's)",
     )
     parser.addini("container_runtime", "container backend name (default native)")
-    parser.addini("container_store", "image store directory")
-    parser.addini("container_pull", "pull policy: always, missing, never")
+    # default None: an ini key set to nothing reads "" (and is refused), unset None
+    parser.addini("container_store", "image store directory", default=None)
+    parser.addini("container_pull", "pull policy: always, missing, never", default=None)
     parser.addini("container_platform", "image platform os/arch[/variant] (default: the host's)")
 
 
+def _given(config: pytest.Config, name: str) -> tuple[str, str | None]:
+    """``(where, value)`` of an option: from the command line (``--name``) if given
+    there, else from the ini file (``ini name``; ``None`` when not set at all)."""
+    value = config.getoption(name)
+    if value is not None:
+        return f"--{name.replace('_', '-')}", value
+    value = config.getini(name)
+    return f"ini {name}", None if value is None else str(value)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    """Check the options (usage error, exit 4, naming the option or ini key and
+    what is wrong), make SIGTERM tear down like Ctrl-C, load the registry plugin."""
     _terminate_like_interrupt(config)
-    store = config.getoption("container_store") or config.getini("container_store")
-    if store:
+    where, store = _given(config, "container_store")
+    if store is not None:
         try:
             Store(store)
-        except ValueError as exc:
-            raise pytest.UsageError(f"--container-store: {exc}") from None
+        except (ValueError, ContainersError) as exc:
+            raise pytest.UsageError(f"{where}: {exc}") from None
+    where, policy = _given(config, "container_pull")
+    if policy is not None and policy not in PULL_POLICIES:
+        raise pytest.UsageError(
+            f"{where}: invalid pull policy {policy!r}; allowed values: {', '.join(PULL_POLICIES)}"
+        )
     platform = config.getoption("container_platform") or config.getini("container_platform")
     if platform:
         try:

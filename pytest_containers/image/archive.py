@@ -13,11 +13,16 @@ annotation ``org.opencontainers.image.ref.name`` (and containerd's
 ``io.containerd.image.name``) set to the full reference, which skopeo
 addresses as ``oci-archive:FILE:<reference>``; members are sorted, owned
 by 0:0, dated 1970, so saving the same image twice gives the same bytes.
+Each blob is hashed as it is copied: a blob of the store that no longer
+matches its digest fails the save, naming it (a file is then not written; a
+stream, :func:`write`, is cut short).
 
 :func:`load` reads every image of ``index.json``. Each is named by
 ``io.containerd.image.name``, else by ``org.opencontainers.image.ref.name``
 parsed as a reference (``test/busybox:1`` -> ``docker.io/test/busybox:1``),
-unless a reference is given (then the archive must hold one image). An index
+unless a reference is given (then the archive must hold one image). A
+docker-archive (``docker save``'s format: ``manifest.json``, no ``oci-layout``)
+is recognized and refused with the ``skopeo copy`` that converts it. An index
 entry that is itself an index is resolved to the manifest for the platform,
 as :func:`~pytest_containers.image.pull.pull` does, and a Docker v2s2
 manifest is stored converted to OCI. Every blob is verified (size, then
@@ -27,15 +32,18 @@ the archive is first unpacked into ``<root>/tmp/load-*``, hashed on the way.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import shutil
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pytest_containers.exceptions import (
+    ContainersError,
     DigestMismatchError,
     ImageError,
 )
@@ -57,20 +65,91 @@ from pytest_containers.image.store import Image, Store
 
 #: containerd's annotation for an image's full name in an OCI archive's ``index.json``.
 CONTAINERD_NAME_ANNOTATION = "io.containerd.image.name"
+#: How a reference is given, for messages: the command line's flag and the API's parameter.
+NAME_FLAGS = "--tag/-t REF on the command line, reference= in the API"
 #: Largest ``oci-layout``, ``index.json`` or manifest read, in bytes.
 JSON_MAX_BYTES = 4 * 1024 * 1024
 _CHUNK_BYTES = 1 << 20
 
 
-def save(store: Store, reference: Reference | str, file: Path | str) -> Path:
-    """Write the stored image ``reference`` to ``file`` as an OCI archive; return its path.
+class _HashingReader:
+    """Reads ``src`` for ``tarfile``, hashing what it hands out."""
 
-    The archive is written next to ``file`` and renamed into place when
-    complete. Raises :class:`ImageNotFoundError` naming ``reference`` when the
-    store has no such image.
+    def __init__(self, src: BinaryIO) -> None:
+        self._src = src
+        self.hasher = Hasher()
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._src.read(size)
+        self.hasher.update(chunk)
+        return chunk
+
+
+def save(store: Store, reference: Image | Reference | str, file: Path | str) -> Path:
+    """Write the stored image ``reference`` (a name, or an :class:`Image` of
+    ``store``) to ``file`` as an OCI archive; return its path.
+
+    The archive is written to a temp file next to ``file`` and renamed into
+    place when complete; after any failure ``file`` is as before. Raises
+    :class:`ImageNotFoundError` naming ``reference`` when the store has no such
+    image, :class:`DigestMismatchError` naming a stored blob that does not match
+    its digest, and ``OSError`` naming ``file`` when it cannot be written (its
+    directory is missing, it is a directory, permissions, a full disk).
     """
-    image = store.require(reference)
+    image = reference if isinstance(reference, Image) else store.require(reference)
     file = Path(file)
+    if file.is_dir():
+        raise IsADirectoryError(
+            errno.EISDIR,
+            f"cannot write the archive to {file}: it is a directory; give a file name"
+            f" (e.g. {file / 'image.tar'})",
+        )
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
+    except OSError as exc:
+        raise _output_error(file, exc) from exc
+    try:
+        with open(fd, "wb") as out:
+            try:
+                write(store, image, out)
+            except OSError as exc:
+                if isinstance(exc, ContainersError):
+                    raise
+                raise _output_error(file, exc) from exc
+        try:
+            Path(tmp_name).chmod(0o644)
+            Path(tmp_name).replace(file)
+        except OSError as exc:
+            raise _output_error(file, exc) from exc
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return file
+
+
+def _output_error(file: Path, exc: OSError) -> OSError:
+    """An ``OSError`` of ``exc``'s type and errno saying why the archive ``file``
+    cannot be written, naming it (not the temp file next to it)."""
+    parent = file.parent
+    if exc.errno == errno.ENOENT and not parent.exists():
+        why = f"directory {parent} does not exist"
+    elif exc.errno == errno.ENOTDIR:
+        blocker = next((p for p in (parent, *parent.parents) if p.exists()), parent)
+        why = f"{blocker} is not a directory"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        why = f"no permission to write files in {parent}"
+    elif exc.errno == errno.EROFS:
+        why = f"{parent} is on a read-only file system"
+    else:
+        why = exc.strerror or str(exc)
+    return type(exc)(exc.errno, f"cannot write the archive {file}: {why}")
+
+
+def write(store: Store, reference: Image | Reference | str, out: BinaryIO) -> None:
+    """Write the stored image ``reference`` (a name, or an :class:`Image` of
+    ``store``) as an OCI archive to the binary stream ``out`` (e.g. stdout), which
+    is left open. Raises as :func:`save`; a corrupt blob is found as it is copied,
+    so ``out`` then holds an archive cut short."""
+    image = reference if isinstance(reference, Image) else store.require(reference)
     name, config = str(image.reference), image.config
     platform = Platform(config.os, config.architecture, config.variant)
     entry = Descriptor(
@@ -84,30 +163,31 @@ def save(store: Store, reference: Reference | str, file: Path | str) -> Path:
     digests = sorted(
         {image.digest, image.manifest.config.digest, *(d.digest for d in image.layers)}
     )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
-    try:
-        with (
-            open(fd, "wb") as out,
-            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            for directory in ("blobs", "blobs/sha256"):
-                tar.addfile(_info(directory, tarfile.DIRTYPE, 0))
-            for digest in digests:
-                path = store.blob_path(digest)
-                with path.open("rb") as src:
-                    size = path.stat().st_size
-                    tar.addfile(
-                        _info(f"blobs/sha256/{digest_hex(digest)}", tarfile.REGTYPE, size), src
-                    )
-            layout = {"imageLayoutVersion": mt.OCI_LAYOUT_VERSION}
-            for member, doc in (("index.json", index), ("oci-layout", layout)):
-                data = json.dumps(doc, separators=(",", ":")).encode()
-                tar.addfile(_info(member, tarfile.REGTYPE, len(data)), io.BytesIO(data))
-        Path(tmp_name).chmod(0o644)
-        Path(tmp_name).replace(file)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    return file
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for directory in ("blobs", "blobs/sha256"):
+            tar.addfile(_info(directory, tarfile.DIRTYPE, 0))
+        for digest in digests:
+            path = store.blob_path(digest)
+            with path.open("rb") as src:
+                size = os.fstat(src.fileno()).st_size
+                reader = _HashingReader(src)
+                info = _info(f"blobs/sha256/{digest_hex(digest)}", tarfile.REGTYPE, size)
+                tar.addfile(info, reader)  # type: ignore[arg-type]
+            if reader.hasher.digest != digest:
+                raise DigestMismatchError(
+                    f"blob {digest} of {image.reference} in the store {store.root} is corrupt:"
+                    f" {path} hashes to {reader.hasher.digest}; remove that file and pull or"
+                    " load the image again",
+                    digest=digest,
+                    actual=reader.hasher.digest,
+                    size=size,
+                    path=str(path),
+                )
+        layout = {"imageLayoutVersion": mt.OCI_LAYOUT_VERSION}
+        for member, doc in (("index.json", index), ("oci-layout", layout)):
+            data = json.dumps(doc, separators=(",", ":")).encode()
+            tar.addfile(_info(member, tarfile.REGTYPE, len(data)), io.BytesIO(data))
+    out.flush()
 
 
 def _info(name: str, kind: bytes, size: int) -> tarfile.TarInfo:
@@ -129,20 +209,26 @@ def load(
     ``reference``: the name of the archive's only image (default: its
     annotations, see the module docstring). ``platform`` (default
     :meth:`Platform.host`) selects from an index. Raises :class:`ImageError`
-    naming ``file`` when it is not an OCI archive or lacks a blob or a name,
+    naming ``file`` when it is not an OCI archive (a docker-archive: saying how
+    to convert it) or lacks a blob or a name, or when the store is read-only,
     :class:`DigestMismatchError` when a blob fails its size or digest,
     :class:`InvalidReferenceError`, :class:`UnsupportedMediaTypeError`,
-    :class:`PlatformNotFoundError`. After any failure the store is as before.
+    :class:`PlatformNotFoundError`, ``OSError`` when ``file`` cannot be read.
+    After any failure the store is as before.
     """
     file = Path(file)
-    staging = Path(tempfile.mkdtemp(prefix="load-", dir=store.root / "tmp"))
+    with store.writing(f"load {file}"):
+        staging = Path(tempfile.mkdtemp(prefix="load-", dir=store.tmp_dir))
     try:
         index = _unpack(file, staging)
         entries = index.get("manifests")
         if not isinstance(entries, list) or not entries:
             raise ImageError(f"{file}: index.json lists no images")
         if reference is not None and len(entries) != 1:
-            raise ImageError(f"{file} holds {len(entries)} images; a reference names only one")
+            raise ImageError(
+                f"{file} holds {len(entries)} images and a reference names only one: load it"
+                f" without one ({NAME_FLAGS}) to name each image by its annotations"
+            )
         plans = [_plan(file, staging, store, e, reference, platform) for e in entries]
         for _, blobs, _ in plans:
             for blob in blobs:
@@ -161,11 +247,13 @@ def _unpack(file: Path, staging: Path) -> dict[str, Any]:
     """Copy each ``blobs/sha256/<hex>`` member to ``staging/<hex>``, verifying its
     digest on the way; check ``oci-layout``; return the parsed ``index.json``."""
     docs: dict[str, bytes] = {}
+    docker_manifest = False
     try:
         with tarfile.open(file, "r:*") as tar:
             for member in tar:
                 name = member.name.removeprefix("./").rstrip("/")
                 parts = name.split("/")
+                docker_manifest = docker_manifest or name == "manifest.json"
                 if name in ("oci-layout", "index.json") and member.isfile():
                     if member.size > JSON_MAX_BYTES:
                         raise ImageError(f"{file}: {name} exceeds {JSON_MAX_BYTES} bytes")
@@ -180,6 +268,13 @@ def _unpack(file: Path, staging: Path) -> dict[str, Any]:
                     _stage_blob(tar, member, digest, staging / parts[2], file)
     except (tarfile.TarError, EOFError) as exc:
         raise ImageError(f"{file} is not an OCI archive: not a readable tar file ({exc})") from exc
+    if docker_manifest and "oci-layout" not in docs:
+        converted = file.with_name(f"{file.stem}-oci.tar")
+        raise ImageError(
+            f"{file} is a docker-archive (docker save's format: manifest.json, no"
+            " oci-layout), not an OCI archive; convert it, then load the result:"
+            f" skopeo copy docker-archive:{file} oci-archive:{converted}"
+        )
     for required in ("oci-layout", "index.json"):
         if required not in docs:
             raise ImageError(f"{file} is not an OCI archive: it has no {required}")
@@ -239,7 +334,7 @@ def _plan(
         if not text:
             raise ImageError(
                 f"{file}: image {desc.digest} has no name ({mt.REF_NAME_ANNOTATION});"
-                " give it a reference"
+                f" give it one ({NAME_FLAGS})"
             )
         name = Reference.parse(text)
 

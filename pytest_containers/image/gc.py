@@ -5,9 +5,18 @@ Mark: the closure of ``index.json`` (:func:`reachable`). Sweep, under the
 index lock: unreachable blobs and snapshots past a grace period, except
 snapshots that a container leases (:meth:`Store.lease
 <pytest_containers.image.store.Store.lease>`) or that are being unpacked;
-stale temp files; and lock files that nobody holds (blob and unpack locks;
-lease files of snapshots that no longer exist), removed as
+temp files of writers that are gone; and lock files that nobody holds (blob
+and unpack locks; lease files of snapshots that no longer exist), removed as
 :func:`pytest_containers.image.locks.remove_if_free` does.
+
+Temp files and their locks: a blob's temp file ``tmp/<hex>-*`` is only written
+under that blob's lock (:meth:`Store.ingest
+<pytest_containers.image.store.Store.ingest>`), and an unpack's temp directory
+``snapshots/.tmp-<hex>-*`` under that snapshot's unpack lock. So when the lock
+is free, the writer is gone (a SIGKILLed pull) and the temp entry goes at once,
+whatever its age; the lock is held here while it is removed, so no new writer
+starts meanwhile. Other temp entries (archives being loaded, entries of older
+versions) go once nothing in them changed for ``stale_temp`` seconds.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -24,25 +34,36 @@ from typing import Any
 from pytest_containers.image import locks
 from pytest_containers.image import mediatypes as mt
 from pytest_containers.image.digest import is_digest
+from pytest_containers.image.snapshots import chain_ids, rmtree
 from pytest_containers.image.store import (
+    BLOB_TEMP_RE,
     PRUNE_GRACE,
     PRUNE_STALE_TEMP,
     Store,
-    chain_ids,
-    rmtree,
 )
 
 #: Largest JSON blob (manifest, index, config) that prune reads, in bytes.
 _JSON_MAX_BYTES = 4 * 1024 * 1024
+#: Name of an unpack's temp directory under ``snapshots/``: ``.tmp-<hex of chainID>-*``.
+_SNAPSHOT_TEMP_RE = re.compile(r"\.tmp-([0-9a-f]{64})-.*")
 
 
 @dataclass
 class PruneReport:
-    """What :func:`prune` did: removed blob digests (``sha256:<hex>``), snapshot
-    chainIDs, stale temp paths and free lock files (``locks``: lock and lease files
-    found unheld; those of a removed snapshot go with it, unlisted);
-    ``in_use``: chainIDs of snapshots no name reaches that were kept because a
-    container leases them; ``freed_bytes``: sizes of the removed files, in bytes."""
+    """What :func:`prune` did and what it kept, and why.
+
+    Removed: ``blobs`` (digests, ``sha256:<hex>``), ``snapshots`` (chainIDs),
+    ``temp`` (paths of temp files and directories of writers that are gone),
+    ``locks`` (lock and lease files found unheld; those of a removed snapshot go
+    with it, unlisted); ``freed_bytes``: sizes of the removed files, in bytes.
+
+    Kept although no name reaches them: ``in_use``, chainIDs of snapshots a
+    container leases; ``young_blobs`` and ``young_snapshots``, those younger than
+    ``grace`` seconds (a pull or load may be about to name them), together
+    ``young_bytes`` bytes. Temp entries kept: ``temp_in_use``, being written (their
+    lock is held); ``temp_young``, with no lock to tell and changed within the last
+    ``stale_temp`` seconds.
+    """
 
     blobs: list[str] = field(default_factory=list)
     snapshots: list[str] = field(default_factory=list)
@@ -50,6 +71,13 @@ class PruneReport:
     freed_bytes: int = 0
     in_use: list[str] = field(default_factory=list)
     locks: list[Path] = field(default_factory=list)
+    young_blobs: list[str] = field(default_factory=list)
+    young_snapshots: list[str] = field(default_factory=list)
+    young_bytes: int = 0
+    temp_in_use: list[Path] = field(default_factory=list)
+    temp_young: list[Path] = field(default_factory=list)
+    grace: float = PRUNE_GRACE
+    stale_temp: float = PRUNE_STALE_TEMP
 
 
 def prune(
@@ -59,12 +87,17 @@ def prune(
     container leases, stale temp files, and the lock files nobody holds.
 
     Reachable: :func:`reachable`. Unreachable blobs and snapshots whose mtime is
-    older than ``grace`` seconds are removed; a snapshot only when nobody holds
+    older than ``grace`` seconds are removed (younger ones are counted in the
+    report; ``grace=0`` removes them too, which is safe only while no pull or
+    load runs on the store); a snapshot only when nobody holds
     its unpack lock (:meth:`Store.snapshot_lock_path`) nor a lease on it
     (:meth:`Store.lease_path`; both taken here with ``LOCK_EX|LOCK_NB``), renamed
     to ``.tmp-*`` first so that no half-deleted snapshot keeps its name; a leased
-    one is listed in ``in_use``. Temp entries (``tmp/*``, ``snapshots/.tmp-*``,
-    ``oci/.tmp-*``) go when nothing in them changed for ``stale_temp`` seconds.
+    one is listed in ``in_use``. Temp entries: those of a blob or snapshot
+    (``tmp/<hex>-*``, ``snapshots/.tmp-<hex>-*``) go as soon as that blob's or
+    snapshot's lock is free (see the module docstring); others (``tmp/*``,
+    ``snapshots/.tmp-*``, ``oci/.tmp-*``) when nothing in them changed for
+    ``stale_temp`` seconds.
     Lock files (``locks/blob-*``, ``locks/snapshot-*``, and ``leases/*`` of
     snapshots that do not exist) go when nobody holds them.
 
@@ -75,31 +108,69 @@ def prune(
     :class:`StoreLockTimeoutError` when the index lock is not free in time.
     """
     now = time.time()
-    report = PruneReport()
+    report = PruneReport(grace=grace, stale_temp=stale_temp)
     with store.index_lock():
         blobs, chains = reachable(store)
         for path in sorted(store.blobs_dir.iterdir()):
             digest = f"sha256:{path.name}"
-            if is_digest(digest) and digest not in blobs and _age(path, now) > grace:
-                size = path.stat().st_size
-                path.unlink(missing_ok=True)
-                report.blobs.append(digest)
-                report.freed_bytes += size
+            if not is_digest(digest) or digest in blobs:
+                continue
+            size = path.stat().st_size
+            if _age(path, now) <= grace:
+                report.young_blobs.append(digest)
+                report.young_bytes += size
+                continue
+            path.unlink(missing_ok=True)
+            report.blobs.append(digest)
+            report.freed_bytes += size
         for path in sorted(store.snapshots_dir.iterdir()):
             chain_id = f"sha256:{path.name}"
-            if is_digest(chain_id) and chain_id not in chains and _age(path, now) > grace:
-                _remove_snapshot(store, chain_id, report)
-        temps = [*store.tmp_dir.iterdir(), *store.snapshots_dir.glob(".tmp-*")]
-        for path in [*temps, *store.layout.glob(".tmp-*")]:
-            if _age(path, now, newest=True) > stale_temp:
-                report.freed_bytes += _tree_bytes(path)
-                if path.is_dir() and not path.is_symlink():
-                    rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
-                report.temp.append(path)
+            if not is_digest(chain_id) or chain_id in chains:
+                continue
+            if _age(path, now) <= grace:
+                report.young_snapshots.append(chain_id)
+                report.young_bytes += _tree_bytes(path)
+                continue
+            _remove_snapshot(store, chain_id, report)
+        for path in sorted(store.tmp_dir.iterdir()):
+            found = BLOB_TEMP_RE.fullmatch(path.name)
+            lock = store.blob_lock_path(f"sha256:{found[1]}") if found else None
+            _remove_temp(path, lock, now, report)
+        for path in sorted(store.snapshots_dir.glob(".tmp-*")):
+            found = _SNAPSHOT_TEMP_RE.fullmatch(path.name)
+            lock = store.snapshot_lock_path(f"sha256:{found[1]}") if found else None
+            _remove_temp(path, lock, now, report)
+        for path in sorted(store.layout.glob(".tmp-*")):
+            _remove_temp(path, None, now, report)
         _remove_free_locks(store, report)
     return report
+
+
+def _remove_temp(path: Path, lock: Path | None, now: float, report: PruneReport) -> None:
+    """Remove the temp entry ``path`` if its writer is gone: when ``lock`` (the lock
+    its writer holds) is free, held here meanwhile; without a ``lock``, when nothing
+    in it changed for ``report.stale_temp`` seconds. Else list it as kept."""
+    fd = None
+    if lock is not None:
+        fd = locks.try_lock(lock)
+        if fd is None:
+            report.temp_in_use.append(path)
+            return
+    try:
+        if not os.path.lexists(path):  # renamed into place meanwhile, or removed
+            return
+        if lock is None and _age(path, now, newest=True) <= report.stale_temp:
+            report.temp_young.append(path)
+            return
+        report.freed_bytes += _tree_bytes(path)
+        if path.is_dir() and not path.is_symlink():
+            rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        report.temp.append(path)
+    finally:
+        if fd is not None:
+            locks.unlock(fd)
 
 
 def _remove_snapshot(store: Store, chain_id: str, report: PruneReport) -> None:

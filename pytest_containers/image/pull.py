@@ -24,7 +24,18 @@ manifests; the registry's digest is kept as the entry's
 Platforms: the index entry is chosen by :meth:`Index.select` (best match
 first, attestations never). Whatever is chosen, the store's entry, the
 image's config, its layer snapshots and every cache key are those of the
-*chosen platform manifest* (``Image.digest``), never the index's.
+*chosen platform manifest* (``Image.digest``), never the index's. The index's
+digest is recorded next to it (``INDEX_DIGEST_ANNOTATION``,
+:attr:`Image.index_digest`), and so is the reference pulled
+(``SOURCE_REFERENCE_ANNOTATION``): :func:`~pytest_containers.image.push.push`
+uses both to refuse replacing the registry's index with one platform's manifest.
+
+Digests: with the policies ``missing`` and ``never``, a reference pinned by
+digest (``REPO@sha256:<hex>``) is found in the store under its own name, else
+as any stored image of the same ``registry/repository`` that the digest names:
+its stored manifest digest, the manifest digest the registry served (a Docker
+manifest stored converted), or the index it was chosen from (then only an
+image for the wanted platform). The image returned keeps its store name.
 
 Store names (:func:`store_reference`): an image pulled for the host platform
 (``platform=None``, or one equal to :meth:`Platform.host` once normalized) is
@@ -63,8 +74,10 @@ from pytest_containers.exceptions import (
     ContainersError,
     DigestMismatchError,
     ImageNotFoundError,
+    InvalidOptionError,
     PlatformNotFoundError,
     RegistryError,
+    RegistryUnavailableError,
     UnsupportedMediaTypeError,
 )
 from pytest_containers.image import mediatypes as mt
@@ -80,17 +93,33 @@ from pytest_containers.image.manifest import (
     parse_manifest,
     select_manifest,
 )
-from pytest_containers.image.reference import Reference
+from pytest_containers.image.reference import DEFAULT_REGISTRY, DOCKER_HUB_API_HOST, Reference
 from pytest_containers.image.registry import FetchedManifest, RegistryClient
 from pytest_containers.image.store import Image, Store
 
 PullPolicy = Literal["always", "missing", "never"]
+#: The pull policies, in the order they are listed in messages.
+PULL_POLICIES: tuple[PullPolicy, ...] = ("always", "missing", "never")
 #: Layer downloads at once within one pull (threads sharing the registry client).
 PULL_WORKERS = 4
 #: What marks a store name as resolved for a non-host platform (see the module docstring).
 PLATFORM_TAG_MARK = "ptc-"
 _TAG_MAX_CHARS = 128
 _NOT_TAG_CHARS = re.compile(r"[^\w.-]", re.ASCII)
+
+
+def check_policy(policy: object, *, option: str = "policy") -> PullPolicy:
+    """Return ``policy`` if it is a pull policy (``always``, ``missing``, ``never``;
+    exact spelling); else raise :class:`InvalidOptionError` (fields ``option``,
+    ``value``) naming the value, ``option`` and the allowed values."""
+    if policy not in PULL_POLICIES:
+        raise InvalidOptionError(
+            f"invalid pull policy {policy!r} for {option}: expected one of"
+            f" {', '.join(PULL_POLICIES)}",
+            option=option,
+            value=policy,
+        )
+    return policy  # type: ignore[return-value]
 
 
 def store_reference(
@@ -143,34 +172,92 @@ def pull(
     reference's API host, closed afterwards. The returned image's
     ``reference`` is its store name.
 
-    Raises the registry errors of :mod:`pytest_containers.image.registry`,
-    :class:`PlatformNotFoundError`, :class:`UnsupportedMediaTypeError` and
-    :class:`DigestMismatchError`; after any failure, no unverified blob and no
-    new name is left in the store.
+    A reference pinned by digest is also found under another name of the same
+    repository (see the module docstring).
+
+    Raises :class:`InvalidOptionError` for a bad ``policy`` or ``platform``, the
+    registry errors of :mod:`pytest_containers.image.registry` (for a Docker Hub
+    name whose registry is unreachable, with a hint that a local registry may have
+    been meant), :class:`PlatformNotFoundError`, :class:`UnsupportedMediaTypeError`,
+    :class:`DigestMismatchError` (naming the reference and the registry), and
+    :class:`ImageError` when the store is read-only or cannot be written; after
+    any failure, no unverified blob and no new name is left in the store.
     """
     ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
-    if policy not in ("always", "missing", "never"):
-        raise ValueError(f"pull policy must be always, missing or never, not {policy!r}")
+    policy = check_policy(policy)
     wanted = as_platform(platform)
     name = store_reference(ref, wanted)
     if policy != "always":
-        found = store.resolve(name)
+        found = store.resolve(name) or _find_by_digest(store, ref, wanted)
         if found is not None:
             return found
         if policy == "never":
             what = f"{ref} for platform {wanted} (as {name})" if name != ref else str(ref)
             raise ImageNotFoundError(
-                f"image {what} is not in the store {store.root} and the pull policy is 'never'",
+                f"image {what} is not in the store {store.root} and the pull policy is"
+                f" 'never'; pull it first (pytest-containers image pull {ref})",
                 reference=str(ref),
             )
+    store.check_writable(f"pull {ref}")
     owned = client is None
     client = client or RegistryClient.for_reference(ref)
     try:
         client.ping()
         return _pull(client, ref, store, wanted, name)
+    except DigestMismatchError as exc:
+        message = f"pulling {ref} from registry {client.host}: {exc.message}"
+        raise DigestMismatchError(
+            message, **{**exc.fields, "reference": str(ref), "registry": client.host}
+        ) from exc
+    except RegistryUnavailableError as exc:
+        if ref.registry != DEFAULT_REGISTRY or client.host != DOCKER_HUB_API_HOST:
+            raise
+        raise _docker_hub_unavailable(exc, ref, store) from exc
     finally:
         if owned:
             client.close()
+
+
+def _find_by_digest(store: Store, ref: Reference, wanted: Platform | None) -> Image | None:
+    """A stored image of ``ref``'s repository that ``ref.digest`` names (see the
+    module docstring), or ``None``."""
+    if ref.digest is None:
+        return None
+    platform = wanted or Platform.host()
+    for image in store.by_digest(ref.digest, name=ref.name):
+        if ref.digest in (image.digest, image.source_digest):
+            return image
+        config = image.config
+        if ref.digest == image.index_digest and (
+            not (config.os and config.architecture) or platform.matches(config.platform)
+        ):
+            return image
+    return None
+
+
+def _docker_hub_unavailable(
+    exc: RegistryUnavailableError, ref: Reference, store: Store
+) -> RegistryUnavailableError:
+    """``exc`` for a Docker Hub name, saying so and suggesting a local registry's
+    name (those of the store with the same repository, else ``HOST:PORT/...``)."""
+    short = ref.repository.removeprefix("library/")
+    suffix = f":{ref.tag}" if ref.tag else ""
+    suffix += f"@{ref.digest}" if ref.digest else ""
+    try:
+        seen = {
+            str(image.reference.name) + suffix
+            for image in store.images()
+            if image.reference.repository.removeprefix("library/") == short
+            and image.reference.registry != DEFAULT_REGISTRY
+        }
+    except (ContainersError, OSError):
+        seen = set()
+    guess = " or ".join(sorted(seen)) or f"HOST:PORT/{short}{suffix}"
+    return RegistryUnavailableError(
+        f"{DOCKER_HUB_API_HOST} (Docker Hub) unavailable for {ref}, the Docker Hub name"
+        f" that {short}{suffix} stands for ({exc}); did you mean {guess}?",
+        **exc.fields,
+    )
 
 
 def _pull(
@@ -183,6 +270,7 @@ def _pull(
         fetched, found = _get_manifest(client, ref.with_digest(chosen.digest))
         return found
 
+    index_digest = fetched.digest if isinstance(document, Index) else None
     manifest, depth = select_manifest(document, load, wanted, str(ref))
     check_image_media_types(manifest, str(ref), reference=str(ref))
     if wanted is not None and depth == 0:
@@ -196,7 +284,13 @@ def _pull(
         digest = store.put_blob(data)
     else:
         store.put_blob(data, digest)
-    store.tag(name, digest, source_digest=fetched.digest)
+    store.tag(
+        name,
+        digest,
+        source_digest=fetched.digest,
+        index_digest=index_digest,
+        source_reference=ref,
+    )
     image = store.resolve(name)
     assert image is not None
     return image

@@ -8,11 +8,13 @@ Docker's ``reference/normalize.go``:
 - the first ``/``-separated component is a registry host if it contains
   ``.`` or ``:``, is ``localhost`` or has an uppercase letter;
 - ``index.docker.io`` is spelled ``docker.io``;
-- a missing tag defaults to ``latest`` unless a digest is given.
+- a missing tag defaults to ``latest`` unless a digest is given;
+- a registry port is 1 to 65535; repository names are lowercase.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, replace
 
@@ -25,6 +27,8 @@ DEFAULT_TAG = "latest"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 #: Longest ``registry/repository`` name accepted (reference.go ``NameTotalLengthMax``).
 NAME_MAX_CHARS = 255
+#: Highest TCP port number.
+PORT_MAX = 65535
 
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_RE = re.compile(
@@ -56,9 +60,15 @@ class Reference:
         """Parse and normalize ``text``.
 
         Raises :class:`InvalidReferenceError` (field ``reference``) naming
-        the reference and what is wrong with it.
+        the reference and what is wrong with it (``reference must be a string, got
+        int`` for a value that is not a ``str``).
         """
-        if not isinstance(text, str) or not text:
+        if not isinstance(text, str):
+            raise InvalidReferenceError(
+                f"reference must be a string, got {type(text).__name__} ({text!r})",
+                reference=text,
+            )
+        if not text:
             raise InvalidReferenceError(f"invalid reference {text!r}: empty", reference=text)
 
         def fail(why: str) -> InvalidReferenceError:
@@ -83,12 +93,20 @@ class Reference:
         registry, repository = _split_registry(rest)
         if not _DOMAIN_RE.fullmatch(registry):
             raise fail(f"registry {registry!r} is not a valid host[:port]")
+        port = _port(registry)
+        if port is not None and not 1 <= int(port) <= PORT_MAX:
+            raise fail(f"port {port} of registry {registry!r} is not in 1-{PORT_MAX}")
         if registry == "index.docker.io":
             registry = DEFAULT_REGISTRY
+        if repository.lower() != repository:
+            upper = [c for c in repository.split("/") if c.lower() != c]
+            fixed, hint = text.replace(repository, repository.lower(), 1), ""
+            with contextlib.suppress(InvalidReferenceError):
+                cls.parse(fixed)
+                hint = f" (did you mean {fixed!r}?)"
+            raise fail(f"repository names must be lowercase: {'/'.join(upper)!r} is not{hint}")
         if registry == DEFAULT_REGISTRY and "/" not in repository:
             repository = f"library/{repository}"
-        if repository.lower() != repository:
-            raise fail(f"repository name {repository!r} must be lowercase")
         for component in repository.split("/"):
             if not _PATH_COMPONENT_RE.fullmatch(component):
                 raise fail(
@@ -136,13 +154,9 @@ class Reference:
 
     @property
     def is_loopback(self) -> bool:
-        """Whether the registry is on this machine (``localhost``, ``127.*``, ``[::1]``)."""
-        host = self.registry
-        if host.startswith("["):
-            host = host[: host.index("]") + 1]
-        else:
-            host = host.split(":", 1)[0]
-        return host in ("localhost", "[::1]") or host.startswith("127.")
+        """Whether the registry is on this machine (``localhost``, ``127.*``, ``[::1]``;
+        host names compared case-insensitively)."""
+        return is_loopback_host(self.registry)
 
     def with_digest(self, digest: str | None) -> Reference:
         """A copy pinned to ``digest`` (``sha256:<64 hex>``), keeping the tag."""
@@ -157,6 +171,24 @@ class Reference:
         if not _TAG_RE.fullmatch(tag):
             raise InvalidReferenceError(f"invalid tag {tag!r} for {self}", reference=str(self))
         return replace(self, tag=tag, digest=None)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (``host[:port]``) is a loopback address: ``localhost``,
+    ``127.*`` or ``[::1]``, any port, host names in any case (DNS names are
+    case-insensitive, RFC 4343)."""
+    if host.startswith("[") and "]" in host:
+        name = host[: host.index("]") + 1]
+    else:
+        name = host.split(":", 1)[0]
+    name = name.lower()
+    return name in ("localhost", "[::1]") or name.startswith("127.")
+
+
+def _port(registry: str) -> str | None:
+    """The port digits of ``host:port`` or ``[v6]:port``, ``None`` without a port."""
+    rest = registry[registry.index("]") + 1 :] if registry.startswith("[") else registry
+    return rest.rsplit(":", 1)[1] if ":" in rest else None
 
 
 def _split_registry(name: str) -> tuple[str, str]:

@@ -7,6 +7,8 @@ httpx is imported by the registry client modules only (this one,
 here, by :func:`map_httpx_errors` (like httpx's own ``map_httpcore_exceptions``):
 
 - connect errors, timeouts, broken connections -> :class:`RegistryUnavailableError`
+  (a timeout names the host, the request and the timeout in seconds; a TLS
+  failure with a host that is not loopback says why HTTPS was used and what to do)
 - 401/403 after the token flow, or a token request refused -> :class:`AuthenticationError`
   (naming the realm when the token server refused)
 - an unreachable token realm -> :class:`RegistryUnavailableError` naming the realm
@@ -30,13 +32,19 @@ done by :meth:`RegistrySession.exchange` for every request that needs it:
   the registry and the places searched.
 
 Scheme is plain ``http`` for loopback hosts (Docker's default insecure
-loopback), ``https`` otherwise.
+loopback: ``localhost``, ``127.*``, ``[::1]``, names in any case), ``https``
+otherwise. There is no setting for plain HTTP to other hosts (in the API, a
+:class:`~pytest_containers.image.registry.RegistryClient` made with
+``scheme="http"`` can be given to :func:`~pytest_containers.image.pull.pull`);
+for a certificate of one's own CA, ``SSL_CERT_FILE`` names the CA file (httpx
+reads it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Literal
@@ -58,23 +66,73 @@ from pytest_containers.image.auth import (
     find_challenge,
     parse_challenges,
 )
+from pytest_containers.image.reference import is_loopback_host
 
 
 def default_scheme(host: str) -> Literal["http", "https"]:
-    """``http`` for ``localhost``, ``127.*`` and ``[::1]`` (with any port), else ``https``."""
-    name = host[: host.index("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
-    loopback = name in ("localhost", "[::1]") or name.startswith("127.")
-    return "http" if loopback else "https"
+    """``http`` for ``localhost``, ``127.*`` and ``[::1]`` (with any port; host names
+    in any case), else ``https``."""
+    return "http" if is_loopback_host(host) else "https"
+
+
+_TIMEOUT_KINDS = {
+    httpx.ConnectTimeout: ("connect", "no connection within"),
+    httpx.ReadTimeout: ("read", "no data received for"),
+    httpx.WriteTimeout: ("write", "could not send for"),
+    httpx.PoolTimeout: ("pool", "no free connection within"),
+}
+
+
+def _timeout_message(exc: httpx.TimeoutException, url: str) -> str:
+    """``GET <url> timed out: no data received for 30 s (read timeout)``."""
+    method, seconds = "GET", None
+    key, phrase = next(
+        (v for k, v in _TIMEOUT_KINDS.items() if isinstance(exc, k)), ("", "timed out after")
+    )
+    with contextlib.suppress(RuntimeError):  # no request attached
+        method = exc.request.method
+        seconds = (exc.request.extensions.get("timeout") or {}).get(key)
+    limit = f" {seconds:g} s" if isinstance(seconds, (int, float)) else " the timeout"
+    kind = f" ({key} timeout)" if key else ""
+    return f"{method} {url} timed out: {phrase}{limit}{kind}"
+
+
+def tls_hint(exc: BaseException, url: str) -> str:
+    """For a TLS failure with a host that is not loopback, why HTTPS was used and
+    what to do (``""`` for other errors)."""
+    parsed = httpx.URL(url)
+    chain: BaseException | None = exc
+    is_tls = False
+    while chain is not None and not is_tls:
+        is_tls = isinstance(chain, ssl.SSLError) or "[SSL" in str(chain)
+        chain = chain.__cause__ or chain.__context__
+    if not is_tls or parsed.scheme != "https" or is_loopback_host(parsed.host):
+        return ""
+    return (
+        f"; {parsed.host} was spoken to over HTTPS because only loopback hosts (localhost,"
+        " 127.*, [::1]) get plain HTTP. For a registry that serves plain HTTP there is no"
+        " setting: reach it through a loopback address (e.g. ssh -L 5000:HOST:5000, then"
+        " 127.0.0.1:5000/REPO); for a certificate of your own CA, set SSL_CERT_FILE to"
+        " that CA's PEM file"
+    )
 
 
 @contextlib.contextmanager
 def map_httpx_errors(url: str) -> Iterator[None]:
-    """Raise httpx's errors from the block as ours (see the module docstring), naming ``url``."""
+    """Raise httpx's errors from the block as ours (see the module docstring), naming
+    ``url`` (and so the host); a timeout also names the request method and the
+    timeout in seconds."""
     try:
         yield
-    except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+    except httpx.TimeoutException as exc:
+        host = httpx.URL(url).netloc.decode()
         raise RegistryUnavailableError(
-            f"registry unavailable at {url}: {exc or type(exc).__name__}", url=url
+            f"registry {host} unavailable: {_timeout_message(exc, url)}", url=url
+        ) from exc
+    except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        raise RegistryUnavailableError(
+            f"registry unavailable at {url}: {exc or type(exc).__name__}{tls_hint(exc, url)}",
+            url=url,
         ) from exc
     except httpx.HTTPError as exc:
         raise RegistryError(f"request to {url} failed: {exc}", url=url, status=None) from exc

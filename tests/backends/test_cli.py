@@ -33,9 +33,10 @@ def test_image_pull_then_ls(pulled: str, store_dir: Path) -> None:
     listing = cli(store_dir, "image", "ls")
     assert listing.returncode == 0
     header, row = listing.stdout.splitlines()
-    assert header.split() == ["REFERENCE", "DIGEST", "SIZE"]
+    assert header.split() == ["REFERENCE", "DIGEST", "REGISTRY", "DIGEST", "SIZE"]
     assert row.split()[0] == pulled
     assert image.digest.startswith(row.split()[1])
+    assert image.registry_digest.startswith(row.split()[2])
 
 
 @pytest.mark.parametrize("runtime", ["native", "runc"])

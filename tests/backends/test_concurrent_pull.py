@@ -353,8 +353,10 @@ def test_processes_pulling_one_image_download_each_blob_once(
     assert {p.name for p in store.blobs_dir.iterdir()} >= {
         d.split(":")[1] for d in (setup.config, *setup.layers)
     }
+    # every blob went in under its lock (the manifest too: it is stored, not fetched)
+    manifest = store.require(setup.ref).digest
     assert {p.name for p in (root / "locks").glob("blob-*.lock")} == {
-        f"blob-{d.split(':')[1]}.lock" for d in (setup.config, *setup.layers)
+        f"blob-{d.split(':')[1]}.lock" for d in (setup.config, *setup.layers, manifest)
     }
     assert_no_temp(store)
 

@@ -185,6 +185,7 @@ def test_corrupt_blob_never_enters_store(how: str, tmp_path: Path, store: Store)
         with pytest.raises(DigestMismatchError) as info:
             pull(ref, store)
     assert info.value.digest == layer
+    assert str(info.value).startswith(f"pulling {ref} from registry {server.host}: ")
     assert not store.has_blob(layer)
     assert store.resolve(ref) is None
     assert_store_clean(store)
