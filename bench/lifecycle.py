@@ -9,6 +9,9 @@ Backends, each timed over ``--runs`` runs after ``--warmups`` warm-ups:
 - ``crun run``: the same with crun; on a hybrid cgroup host with a controller on
   cgroup2 (which crun 1.8.1 refuses) the loop runs in a private mount namespace
   with the cgroup2 mount unmounted (set up once, not timed);
+- ``ptc-runtime run``: ``ptc-runtime --root TMP run --bundle B ID`` of the same
+  bundle, as a subprocess (our engine behind the runc-compatible command line: a
+  Python interpreter starts for every run);
 - ``podman run``: ``podman --runtime runc run --rm --network none IMAGE true``; the
   image is pulled from an OCI layout beforehand (not timed);
 - ``OciCliRuntime(runc)``: our runc backend in this process (overlay mount,
@@ -145,6 +148,28 @@ class Bench:
             check(subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True), binary)
 
         return time_runs(run, self.runs, self.warmups), "subprocess, prepared bundle"
+
+    def ptc_runtime(self) -> tuple[list[float], str]:
+        """``ptc-runtime run`` of the prepared bundle: the console script installed next
+        to this interpreter (not a pyenv shim, whose bash costs ~100 ms more)."""
+        beside = Path(sys.executable).parent / "ptc-runtime"
+        binary = str(beside) if beside.exists() else shutil.which("ptc-runtime")
+        if binary is None:
+            raise Unavailable("ptc-runtime not installed (pip install -e .)")
+        root = self.work / "ptc-runtime-root"
+        argv = [binary, "--root", str(root), "run", "--bundle", str(self.bundle),
+                "ptc-bench-ptcrt"]
+
+        def run() -> None:
+            check(subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True),
+                  "ptc-runtime")
+
+        startup = time_runs(lambda: check(subprocess.run([binary, "--version"],
+                                                         capture_output=True), "ptc-runtime"),
+                            max(5, self.runs // 2), 1)
+        return time_runs(run, self.runs, self.warmups), (
+            f"subprocess, prepared bundle; of which `ptc-runtime --version` (interpreter and "
+            f"imports) {statistics.median(startup):.0f} ms")
 
     def _crun_private_ns(self, argv: list[str]) -> tuple[list[float], str]:
         """Time ``argv`` inside ``unshare -m --propagation private`` with the cgroup2
@@ -304,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         ("native", bench.native),
         ("runc run", lambda: bench.oci_run("runc")),
         ("crun run", lambda: bench.oci_run("crun")),
+        ("ptc-runtime run", bench.ptc_runtime),
         ("podman run", bench.podman),
         ("OciCliRuntime(runc)", bench.ocicli),
     ]

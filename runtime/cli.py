@@ -1,12 +1,35 @@
-"""``ptc-runtime``: the native engine behind an OCI runtime command line.
+"""``ptc-runtime``: the native engine as an OCI runtime command line, runc-compatible.
 
-This first version implements ``spec`` (write a default ``config.json``, like
-``runc spec``) and ``run [--bundle DIR] ID`` (run a bundle in the foreground:
-the container's stdout and stderr are relayed, the exit code is the
-container's, 128+N for signal N). The bundle's rootfs is the read-only lower
-layer of an overlay whose writes go to the state dir, so a bundle can be run
-many times unchanged. ``create``/``start``/``state``/``kill``/``delete`` and
-runc's global flags come with the native engine issue.
+Subcommands (runtime-spec ``runtime.md`` operations, runc 1.1's flags)::
+
+    create [--bundle DIR] [--pid-file F] [--console-socket S] [--no-pivot]
+           [--no-new-keyring] [--preserve-fds N] ID
+    start ID          state ID          delete [--force] ID
+    kill [--all] ID [SIGNAL]             (TERM, SIGTERM or 15; default TERM)
+    run [--bundle DIR] [--pid-file F] [--detach] [--keep] ID
+    exec [--process F] [--detach] [--pid-file F] [--cwd DIR] [--env K=V]...
+         [--user UID[:GID]] [--additional-gids G]... [--cap CAP]...
+         [--no-new-privs] ID [CMD...]
+    spec [--bundle DIR]     list [--format table|json] [-q]
+    ps [--format table|json] ID          pause ID          resume ID
+
+Global flags, before the subcommand: ``--root DIR`` (state root, default
+``/run/ptc`` for root, ``$XDG_RUNTIME_DIR/ptc`` otherwise: the same root as the
+in-process engine, so one sweep and one leak check see every ptc container and an
+id is unique across both; ``list``/``state`` show the ``ptc-runtime`` ones, those
+with a ``state.json``),
+``--log FILE`` and ``--log-format text|json`` (errors and warnings are appended
+to FILE, as JSON lines ``{"level":"error","msg":...,"time":...}`` with json,
+and always written to stderr), ``--debug`` (accepted), ``--systemd-cgroup``
+(refused: cgroups are cgroupfs paths, ``linux.cgroupsPath`` like
+``/ptc/<id>``).
+
+Exit codes: 0, 1 for any error of ours (the message names the container id or
+the config field), and for ``run``/``exec`` in the foreground the container
+process's own code, 128+N when signal N killed it.
+
+Not supported yet: terminals (``--console-socket``, ``--tty``,
+``process.terminal``), user namespaces, checkpoint/restore, ``update``.
 """
 
 from __future__ import annotations
@@ -14,88 +37,380 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
-from .native.engine import NativeRuntime
-from .spec import from_config, to_config
-from .types import ContainerSpec
+__version__ = "0.1.0"
+#: runtime-spec version of the configs we write and the states we report
+SPEC_VERSION = "1.0.2"
+
+_log_file: str | None = None
+_log_json = False
+_OK = 0
+
+
+def _log(level: str, message: str) -> None:
+    """Write ``message`` to stderr and, with ``--log``, append it to the log file."""
+    os.write(2, f"ptc-runtime: {level}: {message}\n".encode(errors="replace"))
+    if _log_file is None:
+        return
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if _log_json:
+        line = json.dumps({"level": level, "msg": message, "time": now})
+    else:
+        line = f"time={json.dumps(now)} level={level} msg={json.dumps(message)}"
+    try:
+        with open(_log_file, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    except OSError as exc:
+        os.write(2, f"ptc-runtime: cannot write log {_log_file}: {exc.strerror}\n".encode())
+
+
+class _Fail(Exception):
+    """A usage error of ours, reported like any other error (exit code 1)."""
+
+
+def _fail(message: str) -> NoReturn:
+    raise _Fail(message)
+
+
+def _root(args: argparse.Namespace) -> Path:
+    if args.root:
+        return Path(os.path.abspath(args.root))
+    from .state import default_state_root
+
+    return default_state_root()
+
+
+# -- subcommands ----------------------------------------------------------------------
 
 
 def _spec(args: argparse.Namespace) -> int:
+    from .spec import to_config
+    from .types import ContainerSpec
+
     path = Path(args.bundle) / "config.json"
     if path.exists():
-        print(f"ptc-runtime: error: {path} exists; remove it first", file=sys.stderr)
-        return 1
+        _fail(f"{path} exists; remove it first")
     config = to_config(ContainerSpec(args=("sh",), layers=()), container_id="ptc-runtime")
     config.pop("annotations", None)
     config["linux"].pop("cgroupsPath", None)
     path.write_text(json.dumps(config, indent=2) + "\n")
-    return 0
+    return _OK
 
 
-def _relay(src: Path, offset: int, dst: int) -> int:
-    with open(src, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    if data:
-        os.write(dst, data)
-    return offset + len(data)
+def _no_terminal(args: argparse.Namespace) -> None:
+    if getattr(args, "console_socket", None) or getattr(args, "tty", False):
+        _fail("terminals are not supported yet (--console-socket/--tty): run the container "
+              "without one (process.terminal false)")
 
 
-#: container ids as runc accepts them
-_ID = re.compile(r"^[\w+.-]+$")
+def _create(args: argparse.Namespace) -> int:
+    from .native import lifecycle
+
+    _no_terminal(args)
+    lifecycle.create(_root(args), args.container_id, args.bundle, pid_file=args.pid_file,
+                     preserve_fds=args.preserve_fds)
+    return _OK
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not _ID.match(args.container_id) or args.container_id in (".", ".."):
-        print(f"ptc-runtime: error: invalid container id {args.container_id!r}: use letters, "
-              "digits and _ + . -", file=sys.stderr)
-        return 1
-    bundle = os.path.abspath(args.bundle)
+    from .native import lifecycle
+
+    _no_terminal(args)
+    return lifecycle.run(_root(args), args.container_id, args.bundle, pid_file=args.pid_file,
+                         detach=args.detach, preserve_fds=args.preserve_fds, keep=args.keep)
+
+
+def _start(args: argparse.Namespace) -> int:
+    from .native import lifecycle
+
+    lifecycle.start(_root(args), args.container_id)
+    return _OK
+
+
+def _state(args: argparse.Namespace) -> int:
+    from .native import lifecycle
+
+    sys.stdout.write(json.dumps(lifecycle.state(_root(args), args.container_id), indent=2)
+                     + "\n")
+    return _OK
+
+
+def _kill(args: argparse.Namespace) -> int:
+    from .native import lifecycle
+
+    name = args.signal_option or args.signal or "TERM"
     try:
-        config = json.loads((Path(bundle) / "config.json").read_text())
-        spec = from_config(config, bundle=bundle)
-        for layer in spec.layers:
-            if not layer.is_dir():
-                raise ValueError(f"root.path {layer} is not a directory")
-    except (OSError, ValueError) as exc:
-        print(f"ptc-runtime: error: bundle {bundle}: {exc}", file=sys.stderr)
-        return 1
-    runtime = NativeRuntime(state_root=Path(args.root) if args.root else None)
+        sig = lifecycle.parse_signal(name)
+    except ValueError as exc:
+        _fail(str(exc))
+    lifecycle.kill(_root(args), args.container_id, sig, all_processes=args.all)
+    return _OK
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from .native import lifecycle
+
+    lifecycle.delete(_root(args), args.container_id, force=args.force)
+    return _OK
+
+
+def _pause(args: argparse.Namespace) -> int:
+    from .native import lifecycle
+
+    lifecycle.pause(_root(args), args.container_id)
+    return _OK
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from .native import lifecycle
+
+    lifecycle.resume(_root(args), args.container_id)
+    return _OK
+
+
+def _owner_name(uid: int) -> str:
     try:
-        container = runtime.start(spec, container_id=args.container_id)
-    except Exception as exc:  # every start failure is reported the same way
-        print(f"ptc-runtime: error: {exc}", file=sys.stderr)
-        return 1
-    out = err = 0
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, ImportError):
+        return str(uid)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .native import lifecycle
+
+    root = _root(args)
+    states = lifecycle.list_containers(root)
+    if args.quiet:
+        sys.stdout.write("".join(s["id"] + "\n" for s in states))
+        return _OK
+    rows = []
+    for s in states:
+        try:
+            owner = _owner_name(os.stat(root / s["id"]).st_uid)
+        except OSError:
+            owner = ""
+        rows.append({**s, "owner": owner})
+    if args.format == "json":
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return _OK
+    table = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")] + [
+        (r["id"], str(r["pid"]), r["status"], r["bundle"], r["created"], r["owner"])
+        for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(6)]
+    for row in table:
+        cells = (c.ljust(w) for c, w in zip(row, widths, strict=True))
+        sys.stdout.write("   ".join(cells).rstrip() + "\n")
+    return _OK
+
+
+def _cmdline(pid: int) -> str:
     try:
-        while (status := container.poll()) is None:
-            out = _relay(container.stdout_path, out, 1)
-            err = _relay(container.stderr_path, err, 2)
-            time.sleep(0.02)
-        _relay(container.stdout_path, out, 1)
-        _relay(container.stderr_path, err, 2)
-        return status.exit_code
-    finally:
-        container.delete()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ps(args: argparse.Namespace) -> int:
+    from .native import lifecycle
+
+    pids = lifecycle.ps(_root(args), args.container_id)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(pids) + "\n")
+        return _OK
+    sys.stdout.write("PID     CMD\n" + "".join(f"{p:<7} {_cmdline(p)}\n" for p in pids))
+    return _OK
+
+
+def _exec_process(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``process`` of an exec: ``--process F`` as is, else the container's own with
+    the command line's changes (runc's ``getProcess``)."""
+    from .native import lifecycle
+
+    if args.process:
+        try:
+            with open(args.process, "rb") as f:
+                process = json.loads(f.read())
+        except (OSError, ValueError) as exc:
+            _fail(f"--process {args.process}: {exc}")
+        if not isinstance(process, dict):
+            _fail(f"--process {args.process}: not a JSON object")
+        if process.get("terminal"):
+            _fail("process.terminal: terminals are not supported yet: set it to false")
+        return process
+    if not args.process_args:
+        _fail("exec needs a command (or --process FILE)")
+    saved = lifecycle.saved_state(_root(args), args.container_id)
+    process = json.loads(json.dumps(saved.config.get("process") or {}))
+    process["args"] = list(args.process_args)
+    process["terminal"] = False
+    if args.cwd:
+        process["cwd"] = args.cwd
+    if args.env:
+        process["env"] = list(process.get("env") or []) + list(args.env)
+    user = process.setdefault("user", {})
+    if args.user:
+        uid, _, gid = args.user.partition(":")
+        try:
+            user["uid"] = int(uid)
+            if gid:
+                user["gid"] = int(gid)
+        except ValueError:
+            _fail(f"--user {args.user!r}: give a numeric UID[:GID]")
+    if args.additional_gids:
+        try:
+            user["additionalGids"] = [int(g) for g in args.additional_gids]
+        except ValueError:
+            _fail(f"--additional-gids {args.additional_gids!r}: give numeric gids")
+    if args.no_new_privs:
+        process["noNewPrivileges"] = True
+    if args.cap:
+        caps = process.setdefault("capabilities", {})
+        for kind in ("bounding", "effective", "permitted"):
+            caps[kind] = list(caps.get(kind) or []) + [c for c in args.cap
+                                                       if c not in (caps.get(kind) or [])]
+    return process
+
+
+def _exec(args: argparse.Namespace) -> int:
+    from .native import lifecycle
+
+    _no_terminal(args)
+    process = _exec_process(args)
+    return lifecycle.exec_process(_root(args), args.container_id, process, detach=args.detach,
+                                  pid_file=args.pid_file)
+
+
+# -- the parser -----------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        _log("error", message)
+        sys.exit(1)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ptc-runtime",
+                     description="the ptc native engine as an OCI runtime (runc-compatible)")
+    parser.add_argument("--root", default=None, help="state root (default /run/ptc for root)")
+    parser.add_argument("--log", default=None, help="append errors and warnings to this file")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--debug", action="store_true", help="accepted; no extra output")
+    parser.add_argument("--systemd-cgroup", action="store_true",
+                        help="not supported (cgroupfs paths only)")
+    parser.add_argument("--rootless", default="false", help="accepted: false or auto")
+    parser.add_argument("--criu", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--version", "-v", action="store_true", help="print the version")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    p: argparse.ArgumentParser
+
+    def command(name: str, help: str, with_id: bool = True) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help)
+        if with_id:
+            p.add_argument("container_id", metavar="ID")
+        return p
+
+    for name, help in (("create", "create a container from a bundle; it waits for start"),
+                       ("run", "create and start a container")):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--bundle", "-b", default=".")
+        p.add_argument("--pid-file", default=None)
+        p.add_argument("--console-socket", default=None)
+        p.add_argument("--no-pivot", action="store_true",
+                       help="accepted; pivot_root is always used")
+        p.add_argument("--no-new-keyring", action="store_true",
+                       help="accepted; no session keyring is made")
+        p.add_argument("--preserve-fds", type=int, default=0)
+        if name == "run":
+            p.add_argument("--detach", "-d", action="store_true")
+            p.add_argument("--keep", action="store_true",
+                           help="keep the stopped container (delete removes it)")
+        p.add_argument("container_id", metavar="ID")
+    command("start", "start a created container")
+    command("state", "print the state JSON of a container")
+    p = command("kill", "send a signal to the container's init")
+    p.add_argument("signal", nargs="?", default=None, metavar="SIGNAL")
+    p.add_argument("--all", "-a", action="store_true", help="every process of the container")
+    p.add_argument("--signal", "-s", dest="signal_option", default=None,
+                   help=argparse.SUPPRESS)
+    p = command("delete", "delete a stopped container (--force: any)")
+    p.add_argument("--force", "-f", action="store_true")
+    p = sub.add_parser("exec", help="run a process in a running container")
+    p.add_argument("--process", "-p", default=None)
+    p.add_argument("--detach", "-d", action="store_true")
+    p.add_argument("--pid-file", default=None)
+    p.add_argument("--cwd", default=None)
+    p.add_argument("--env", "-e", action="append", default=[])
+    p.add_argument("--user", "-u", default=None)
+    p.add_argument("--additional-gids", "-g", action="append", default=[])
+    p.add_argument("--cap", "-c", action="append", default=[])
+    p.add_argument("--no-new-privs", action="store_true")
+    p.add_argument("--tty", "-t", action="store_true")
+    p.add_argument("--console-socket", default=None)
+    p.add_argument("--preserve-fds", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--ignore-paused", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("container_id", metavar="ID")
+    p.add_argument("process_args", metavar="CMD", nargs=argparse.REMAINDER)
+    p = sub.add_parser("spec", help="write a default config.json into the bundle")
+    p.add_argument("--bundle", "-b", default=".")
+    p = sub.add_parser("list", help="list the containers under the root")
+    p.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p = command("ps", "list the processes of a container")
+    p.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    command("pause", "freeze every process of a container")
+    command("resume", "thaw a paused container")
+    return parser
+
+
+_COMMANDS = {"create": _create, "run": _run, "start": _start, "state": _state, "kill": _kill,
+             "delete": _delete, "exec": _exec, "spec": _spec, "list": _list, "ps": _ps,
+             "pause": _pause, "resume": _resume}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ptc-runtime``; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="ptc-runtime", description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default=None, help="state root (default /run/ptc)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    spec = sub.add_parser("spec", help="write a default config.json into the bundle")
-    spec.add_argument("--bundle", "-b", default=".")
-    run = sub.add_parser("run", help="run a bundle in the foreground")
-    run.add_argument("--bundle", "-b", default=".")
-    run.add_argument("container_id", metavar="ID")
-    args = parser.parse_args(argv)
-    return _spec(args) if args.command == "spec" else _run(args)
+    global _log_file, _log_json
+    args = _parser().parse_args(argv)
+    _log_file, _log_json = args.log, args.log_format == "json"
+    if args.version:
+        sys.stdout.write(f"ptc-runtime version {__version__}\nspec: {SPEC_VERSION}\n")
+        return _OK
+    try:
+        if args.systemd_cgroup:
+            _fail("--systemd-cgroup is not supported: ptc-runtime manages cgroupfs paths "
+                  "(linux.cgroupsPath like /ptc/<id>); use the cgroupfs cgroup manager "
+                  "(podman --cgroup-manager cgroupfs, docker's native.cgroupdriver=cgroupfs)")
+        if args.rootless not in ("false", "auto"):
+            _fail(f"--rootless {args.rootless}: rootless containers are not supported")
+        if args.command is None:
+            _fail("a command is needed: create, start, state, kill, delete, run, exec, spec, "
+                  "list, ps, pause, resume")
+        if args.command in ("create", "run", "start", "state", "kill", "delete", "exec",
+                            "ps", "pause", "resume"):
+            from .native.lifecycle import check_id
+
+            check_id(args.container_id)
+        from .native import lifecycle
+
+        lifecycle.warn = lambda message: _log("warning", message)
+        return _COMMANDS[args.command](args)
+    except _Fail as exc:
+        _log("error", str(exc))
+    except (OSError, ValueError, RuntimeError, LookupError) as exc:
+        _log("error", str(exc))
+    except KeyboardInterrupt:
+        _log("error", "interrupted")
+        return 130
+    return 1
 
 
 if __name__ == "__main__":

@@ -221,12 +221,15 @@ def from_config(config: dict[str, Any], *, bundle: str) -> ContainerSpec:
     network namespace, memory/cpu/pids resources. The rootfs (``root.path``,
     relative to ``bundle``) becomes the single lower layer of the overlay.
 
-    Raises ``ValueError`` naming the field for a config that is not 1.x or
-    has no ``process.args``.
+    Raises ``ValueError`` (``InvalidOptionError``) naming the field for a config
+    that is not runtime-spec 1.x or not of the right shape (the native engine's own
+    checks, :func:`~.native.config.check_config`), or has no ``process.args``.
+    (The native engine and ``ptc-runtime`` run a config as it is; this is for
+    callers that want a ``ContainerSpec`` back.)
     """
-    version = str(config.get("ociVersion", ""))
-    if not version.startswith("1."):
-        raise ValueError(f"config.json: ociVersion {version!r} is not 1.x")
+    from .native.config import check_config  # the engine's checks; no import cycle
+
+    check_config(config)
     process = config.get("process") or {}
     args = process.get("args") or []
     if not args:

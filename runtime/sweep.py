@@ -11,7 +11,18 @@ remain. Two kinds of state dir, told apart by their contents:
 - runc-compatible command line (:mod:`~.ocicli`): also ``<binary>-root``, the
   runtime's own ``--root`` (it still lists the container), and the overlay
   mounted on the host at ``bundle/rootfs``; runc makes ``ptc/<id>`` in every
-  hierarchy (``name=systemd`` and ``unified`` too).
+  hierarchy (``name=systemd`` and ``unified`` too);
+- ``ptc-runtime`` (:mod:`~.native.lifecycle`, same state root by default): a
+  ``state.json`` names the init (pid and start time) and the cgroup
+  (``linux.cgroupsPath``, any path, and whether ``create`` made it). Its
+  ``owner`` is the ``create`` command until the container is created, or a
+  foreground ``run`` for its whole life.
+
+Detached ``ptc-runtime`` containers (created by ``create`` or ``run
+--detach``) have no ``owner``: like runc's, they stay, running or stopped
+(``state`` keeps answering "stopped", which podman and the OCI test suite
+read), until ``ptc-runtime delete``. The sweep never touches them, alive or
+dead; it sweeps only what a killed ``create`` or foreground ``run`` left.
 
 :func:`sweep` removes them. It runs at every session start, so with nothing to
 do it costs one ``scandir`` of the state root and, per state dir, one read of
@@ -23,8 +34,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
+import signal
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -66,10 +79,13 @@ def sweep(state_root: Path | None = None, *, cgroup_root: Path | None = None) ->
     covered by the next steps), SIGKILL what is left in the cgroup, unmount
     (``MNT_DETACH``) whatever is mounted under the state dir, deepest first,
     remove the cgroup ``ptc/<id>`` (in every mounted hierarchy for a command
-    line backend's container), then the state dir.
+    line backend's container), then the state dir. A ``ptc-runtime`` dir
+    (``state.json``): its init SIGKILLed if it is still that process, its
+    cgroup (from ``state.json``) emptied and removed only if ``create`` made it.
 
-    Dirs without a readable ``owner`` and dirs whose owner is alive are never
-    touched; a dir another sweep is working on (``flock``) is skipped. A dir that
+    Dirs without a readable ``owner`` (detached ``ptc-runtime`` containers among
+    them) and dirs whose owner is alive are never touched; a dir another sweep is
+    working on, or a ``ptc-runtime`` command (``flock``), is skipped. A dir that
     cannot be cleaned (a busy cgroup) is reported with a ``RuntimeWarning``, kept
     for the next sweep, and not listed. Returns the swept ids, sorted.
     """
@@ -121,7 +137,36 @@ def _locked(state_dir: Path) -> Iterator[bool]:
         os.close(fd)
 
 
+def _sweep_detached_state(state_dir: Path, cgroup_root: Path | None) -> bool:
+    """Sweep a ``ptc-runtime`` dir (it has ``state.json``); ``False`` when it is not one."""
+    from .native.state import STATE_FILE, ContainerState, process_alive
+
+    try:
+        with open(state_dir / STATE_FILE, "rb") as f:
+            saved = ContainerState.from_json(json.loads(f.read()))
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, TypeError):
+        shutil.rmtree(state_dir, ignore_errors=True)  # half-written: create died at once
+        return True
+    if process_alive(saved.pid, saved.start_time):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(saved.pid, signal.SIGKILL)
+    # while "creating", a cgroup at the path is ours: create refuses an existing one
+    if saved.cgroup_path and (saved.cgroup_created or saved.status == "creating"):
+        cgroup = cgroups.open_cgroup(saved.cgroup_path, root=cgroup_root or cgroups.DEFAULT_ROOT)
+        cgroup.kill_all()
+        cgroup.remove()
+    left = _mounts_under(state_dir)
+    if left:
+        raise OSError(errno.EBUSY, f"still mounted: {', '.join(left)}")
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return True
+
+
 def _sweep_one(state_dir: Path, container_id: str, cgroup_root: Path | None) -> None:
+    if _sweep_detached_state(state_dir, cgroup_root):
+        return
     runtime_roots = [p for p in state_dir.glob(f"*{_RUNTIME_ROOT_SUFFIX}") if p.is_dir()]
     for runtime_root in runtime_roots:
         binary = shutil.which(runtime_root.name[: -len(_RUNTIME_ROOT_SUFFIX)])

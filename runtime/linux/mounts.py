@@ -1,35 +1,105 @@
-"""Mounts: the overlay rootfs, and the container's filesystem set up inside its
-own mount namespace up to ``pivot_root``.
+"""Mounts: on the host, ``/proc/self/mountinfo``, the overlay rootfs and lazy
+unmounts; in the container init, its filesystem set up in its own mount namespace
+around ``pivot_root`` from a :class:`~.rootfs.RootfsPlan` (made by
+:func:`~.rootfs.plan_rootfs` in the parent, re-exported here).
 
-Implements runtime-spec ``config.md#mounts``, ``config-linux.md#default-devices``,
-``#masked-paths``, ``#readonly-paths`` and ``#root``. :func:`plan_rootfs` runs in
-the parent and turns config.json into a :class:`RootfsPlan` of ready values;
-:func:`setup_rootfs` runs in the forked container init, between ``fork`` and
-``exec``, and uses only syscalls (no imports, threads or logging).
+:func:`setup_rootfs` (mounts, devices, read-only and masked paths, ``pivot_root``,
+rootfs propagation, ``root.readonly``) and :func:`finish_rootfs` (cgroup
+filesystems, once the init is in its cgroup) run in the forked init, between
+``fork`` and ``exec``: syscalls and already-imported modules only (no imports,
+threads or logging). Every path of the config lands inside the rootfs
+(:func:`resolve_in_root`, securejoin semantics). Implements runtime-spec
+``config.md#mounts`` and ``config-linux.md`` (default filesystems and devices,
+masked and read-only paths, rootfs propagation) as runc 1.1's
+``libcontainer/rootfs_linux.go`` does; the kernel's ``Documentation/filesystems/proc.rst``
+3.5 (mountinfo) and ``overlayfs.rst``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from . import syscalls as sc
+from .rootfs import (
+    DEFAULT_DEVICE_NODES,
+    DEFAULT_DEVICES,
+    MS_NOSYMFOLLOW,
+    DeviceNode,
+    MountOp,
+    RootfsPlan,
+    parse_options,
+    plan_rootfs,
+)
+
+__all__ = [
+    "DEFAULT_DEVICES",
+    "DEFAULT_DEVICE_NODES",
+    "DeviceNode",
+    "MountInfo",
+    "MountOp",
+    "OVERLAY_SOURCE",
+    "RootfsPlan",
+    "finish_rootfs",
+    "is_mounted",
+    "mount_overlay",
+    "mountinfo",
+    "overlay_options",
+    "parse_options",
+    "pivot_into",
+    "plan_rootfs",
+    "resolve_in_root",
+    "setup_rootfs",
+    "unmount",
+]
+
+#: the overlay's source name: a leaked mount shows up as ``ptc`` in mountinfo
+OVERLAY_SOURCE = "ptc"
+#: runc's ``setupDevSymlinks`` (``/dev/core`` only when the host has ``/proc/kcore``)
+_DEV_SYMLINKS = (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
+                 ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr"))
+#: per-mount flags a bind remount sets (the rest of ``flags`` is ignored by it)
+_BIND_FLAGS = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_NOATIME \
+    | sc.MS_NODIRATIME | sc.MS_RELATIME | sc.MS_STRICTATIME | MS_NOSYMFOLLOW
+#: ``statvfs`` ``f_flag`` bits a bind remount keeps unless the config clears them
+#: (``ST_RDONLY``, ``ST_NOSUID``, ``ST_NODEV``, ``ST_NOEXEC`` equal their ``MS_*``)
+_KEPT = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+
+#: what runc's ``checkProcMount`` lets a mount cover below ``/proc`` (lxcfs)
+_PROC_ALLOWED = frozenset({
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid"})
+#: filesystems whose fresh mount holds only what the kernel puts there (no symlink of
+#: the image): a path below one is the mount's target plus the rest, as is
+_KERNEL_FS = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue"})
+_DEFAULT_MOUNT_FLAGS = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+_SYS_MOUNT_SETATTR = 442  # the same number on every architecture (Linux 5.12)
+_AT_FDCWD = -100
+_AT_RECURSIVE = 0x8000
 
 
 @dataclass(frozen=True)
 class MountInfo:
     """One line of ``/proc/self/mountinfo`` (kernel ``Documentation/filesystems/proc.rst``
-    3.5): ``mount_point`` (octal escapes such as ``\\040`` decoded), ``fstype``, ``source``."""
+    3.5), octal escapes such as ``\\040`` decoded: ``mount_point``, ``fstype``,
+    ``source``; ``root`` (the mounted directory of the filesystem), ``options`` (per
+    mount, ``rw,nosuid,...``), ``super_options`` (per superblock: for cgroup v1 the
+    controllers, ``rw,memory``), ``optional`` (``shared:N master:N``...)."""
 
     mount_point: str
     fstype: str
     source: str
+    root: str = "/"
+    options: str = ""
+    super_options: str = ""
+    optional: str = ""
 
 
 def _unescape(field_: str) -> str:
@@ -44,7 +114,11 @@ def mountinfo() -> list[MountInfo]:
             fields = line.split()
             try:
                 sep = fields.index("-")
-                out.append(MountInfo(_unescape(fields[4]), fields[sep + 1], fields[sep + 2]))
+                out.append(MountInfo(
+                    _unescape(fields[4]), fields[sep + 1], _unescape(fields[sep + 2]),
+                    root=_unescape(fields[3]), options=fields[5],
+                    super_options=fields[sep + 3] if len(fields) > sep + 3 else "",
+                    optional=" ".join(fields[6:sep])))
             except (ValueError, IndexError):
                 continue
     return out
@@ -55,63 +129,8 @@ def is_mounted(path: Path | str) -> bool:
     target = str(path)
     return any(m.mount_point == target for m in mountinfo())
 
-__all__ = [
-    "DEFAULT_DEVICES",
-    "MountOp",
-    "OVERLAY_SOURCE",
-    "RootfsPlan",
-    "mount_overlay",
-    "overlay_options",
-    "parse_options",
-    "plan_rootfs",
-    "resolve_in_root",
-    "setup_rootfs",
-    "unmount",
-]
 
-#: the overlay's source name: a leaked mount shows up as ``ptc`` in mountinfo
-OVERLAY_SOURCE = "ptc"
-DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-#: (major, minor) of the default devices (runtime-spec ``config-linux.md#default-devices``,
-#: the kernel's ``Documentation/admin-guide/devices.txt``): made with ``mknod``
-_DEVICE_NUMBERS = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
-                   "urandom": (1, 9), "tty": (5, 0)}
-_DEV_SYMLINKS = (
-    ("/proc/self/fd", "fd"),
-    ("/proc/self/fd/0", "stdin"),
-    ("/proc/self/fd/1", "stdout"),
-    ("/proc/self/fd/2", "stderr"),
-    ("pts/ptmx", "ptmx"),
-)
-
-# option -> (clear, flag): runc's ``mountPropagationMapping``/``mountFlags`` table
-_FLAGS: dict[str, tuple[bool, int]] = {
-    "ro": (False, sc.MS_RDONLY), "rw": (True, sc.MS_RDONLY),
-    "nosuid": (False, sc.MS_NOSUID), "suid": (True, sc.MS_NOSUID),
-    "nodev": (False, sc.MS_NODEV), "dev": (True, sc.MS_NODEV),
-    "noexec": (False, sc.MS_NOEXEC), "exec": (True, sc.MS_NOEXEC),
-    "sync": (False, sc.MS_SYNCHRONOUS), "async": (True, sc.MS_SYNCHRONOUS),
-    "dirsync": (False, sc.MS_DIRSYNC),
-    "remount": (False, sc.MS_REMOUNT),
-    "mand": (False, sc.MS_MANDLOCK), "nomand": (True, sc.MS_MANDLOCK),
-    "noatime": (False, sc.MS_NOATIME), "atime": (True, sc.MS_NOATIME),
-    "nodiratime": (False, sc.MS_NODIRATIME), "diratime": (True, sc.MS_NODIRATIME),
-    "relatime": (False, sc.MS_RELATIME), "norelatime": (True, sc.MS_RELATIME),
-    "strictatime": (False, sc.MS_STRICTATIME), "nostrictatime": (True, sc.MS_STRICTATIME),
-    "bind": (False, sc.MS_BIND), "rbind": (False, sc.MS_BIND | sc.MS_REC),
-}
-_PROPAGATION = {
-    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
-    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
-    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
-    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
-}
-#: per-mount flags a bind remount can change
-_BIND_FLAGS = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_NOATIME \
-    | sc.MS_NODIRATIME | sc.MS_RELATIME | sc.MS_STRICTATIME
-
-
-# -- host side ---------------------------------------------------------------------
+# -- the overlay rootfs ----------------------------------------------------------------
 
 
 def overlay_options(lowers: Sequence[Path], upper: Path, work: Path) -> str:
@@ -143,175 +162,219 @@ def unmount(target: Path) -> None:
             raise
 
 
-def parse_options(options: Sequence[str]) -> tuple[int, int, str]:
-    """Split runtime-spec mount ``options`` into ``(flags, propagation, data)``."""
-    flags = propagation = 0
-    data: list[str] = []
-    for opt in options:
-        if opt in _FLAGS:
-            clear, bit = _FLAGS[opt]
-            flags = flags & ~bit if clear else flags | bit
-        elif opt in _PROPAGATION:
-            propagation |= _PROPAGATION[opt]
-        else:
-            data.append(opt)
-    return flags, propagation, ",".join(data)
-
-
-@dataclass(frozen=True)
-class MountOp:
-    """One entry of config.json ``mounts``, parsed: ``destination`` is inside the rootfs."""
-
-    destination: str
-    type: str
-    source: str
-    flags: int
-    propagation: int
-    data: str
-
-    @property
-    def is_bind(self) -> bool:
-        return bool(self.flags & sc.MS_BIND)
-
-
-@dataclass(frozen=True)
-class RootfsPlan:
-    """Everything :func:`setup_rootfs` needs, computed in the parent."""
-
-    rootfs: str
-    mounts: tuple[MountOp, ...]
-    masked_paths: tuple[str, ...] = ()
-    readonly_paths: tuple[str, ...] = ()
-    readonly_rootfs: bool = False
-    devices: tuple[str, ...] = DEFAULT_DEVICES
-    #: bind mount sources that are files (the target is created as a file)
-    file_sources: frozenset[str] = field(default_factory=frozenset)
-
-
-def plan_rootfs(config: dict[str, Any], rootfs: Path) -> RootfsPlan:
-    """Parse config.json's ``mounts``, ``linux.maskedPaths``, ``linux.readonlyPaths`` and
-    ``root.readonly`` for a rootfs mounted at ``rootfs``."""
-    ops = []
-    files = set()
-    for m in config.get("mounts", ()):
-        flags, prop, data = parse_options(m.get("options", ()))
-        mtype = m.get("type", "bind" if flags & sc.MS_BIND else "")
-        if mtype == "bind":
-            flags |= sc.MS_BIND
-        source = m.get("source", "")
-        if flags & sc.MS_BIND:
-            if not os.path.isabs(source):
-                raise ValueError(f"bind mount source must be absolute: {source!r}")
-            if not os.path.isdir(source):
-                files.add(source)
-        ops.append(MountOp(m["destination"], mtype, source, flags, prop, data))
-    linux = config.get("linux", {})
-    return RootfsPlan(
-        rootfs=str(rootfs),
-        mounts=tuple(ops),
-        masked_paths=tuple(linux.get("maskedPaths", ())),
-        readonly_paths=tuple(linux.get("readonlyPaths", ())),
-        readonly_rootfs=bool(config.get("root", {}).get("readonly", False)),
-        file_sources=frozenset(files),
-    )
-
-
-# -- container side (between fork and exec) ----------------------------------------
+# -- the container side (in the init, between fork and exec) ---------------------------
 
 
 def resolve_in_root(root: str, path: str) -> str:
-    """``root`` joined with ``path`` as if ``root`` were ``/``: symlinks are followed
-    relative to ``root`` and ``..`` stops at it, so the result never leaves ``root``
-    (a symlink in the image cannot point a mount at the host)."""
+    """``root`` joined with ``path`` as if ``root`` were ``/`` (securejoin semantics):
+    symlinks are followed relative to ``root`` (an absolute target restarts at
+    ``root``), ``..`` stops at it, missing components are taken as they are, so the
+    result never leaves ``root`` (a symlink in the image cannot point a mount at the
+    host). Raises ``OSError(ELOOP)`` after 40 symlinks."""
+    root = root.rstrip("/")
     parts = [p for p in path.split("/") if p]
+    parts.reverse()  # a stack: the next component is last
     resolved: list[str] = []
     links = 0
+    missing = False
     while parts:
-        part = parts.pop(0)
+        part = parts.pop()
         if part == ".":
             continue
         if part == "..":
             if resolved:
                 resolved.pop()
+            missing = False
+            continue
+        if missing:
+            resolved.append(part)
             continue
         candidate = root + "/" + "/".join(resolved + [part])
         try:
             st = os.lstat(candidate)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            missing = True
             resolved.append(part)
             continue
         if stat.S_ISLNK(st.st_mode):
             links += 1
             if links > 40:
-                raise OSError(errno.ELOOP, "too many symlinks", root + path)
+                raise OSError(errno.ELOOP, "too many levels of symbolic links", root + path)
             target = os.readlink(candidate)
             if target.startswith("/"):
                 resolved = []
-            parts = [p for p in target.split("/") if p] + parts
+            parts.extend(reversed([p for p in target.split("/") if p]))
             continue
         resolved.append(part)
     return root + ("/" + "/".join(resolved) if resolved else "")
 
 
-def _make_target(path: str, is_file: bool) -> None:
-    if is_file:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+def _make_target(path: str, is_dir: bool) -> None:
+    """Create the mount target ``path`` (resolved, inside the rootfs) if missing: a
+    directory, or an empty file (and its parent directories)."""
+    if not is_dir:
+        try:
+            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        except FileExistsError:
+            pass
         if not os.path.lexists(path):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
         return
     try:
-        os.mkdir(path)  # the common case: the parent exists, one syscall
+        os.mkdir(path, 0o755)  # the common case: the parent exists, one syscall
     except FileExistsError:
         if not os.path.isdir(path):
-            raise
+            raise NotADirectoryError(errno.ENOTDIR, "mount target is not a directory",
+                                     path) from None
     except FileNotFoundError:
-        os.makedirs(path, exist_ok=True)
-
-
-def _mount_one(op: MountOp, target: str, is_file: bool) -> None:
-    _make_target(target, is_file)
-    if op.is_bind:
-        sc.mount(op.source, target, None, op.flags & (sc.MS_BIND | sc.MS_REC))
-        extra = op.flags & _BIND_FLAGS
-        if extra:
-            sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | extra | _kept_flags(target))
-    else:
-        sc.mount(op.source or op.type, target, op.type, op.flags, op.data or None)
-    if op.propagation:
-        sc.mount(None, target, None, op.propagation)
+        os.makedirs(path, 0o755, exist_ok=True)
 
 
 def _kept_flags(target: str) -> int:
-    """The nosuid/nodev/noexec flags ``target``'s mount has (a bind remount must
-    repeat them or it drops them)."""
-    f = os.statvfs(target).f_flag
-    return f & (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC)
+    """The ro/nosuid/nodev/noexec flags of ``target``'s mount (``statvfs``)."""
+    return os.statvfs(target).f_flag & _KEPT
 
 
-def _mask(target: str) -> None:
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _mount_setattr_recursive(target: str, attr_set: int, attr_clear: int) -> None:
+    """``mount_setattr(AT_FDCWD, target, AT_RECURSIVE, {attr_set, attr_clr})``: change
+    the flags of the mount at ``target`` and of every mount below it (Linux 5.12)."""
+    attr = _MountAttr(attr_set, attr_clear, 0, 0)
+    if _libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(_AT_FDCWD),
+                     ctypes.c_char_p(os.fsencode(target)), ctypes.c_uint(_AT_RECURSIVE),
+                     ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount_setattr: {os.strerror(err)}", target)
+
+
+def _copy_up(src_fd: int, dst: str) -> None:
+    """Copy the tree open as ``src_fd`` into the directory ``dst`` (``tmpcopyup``):
+    directories, regular files, symlinks, device nodes and fifos, with owner, mode
+    and times."""
+    for entry in os.scandir(src_fd):
+        name = entry.name
+        st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+        out = dst + "/" + name
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(out, 0o700)
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=src_fd)
+            try:
+                _copy_up(sub, out)
+            finally:
+                os.close(sub)
+        elif stat.S_ISREG(st.st_mode):
+            fin = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+            try:
+                fout = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    while os.sendfile(fout, fin, None, 1 << 20):
+                        pass
+                finally:
+                    os.close(fout)
+            finally:
+                os.close(fin)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(name, dir_fd=src_fd), out)
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+            os.mknod(out, st.st_mode, st.st_rdev)
+        else:
+            continue  # sockets: meaningless in a copy
+        os.chown(out, st.st_uid, st.st_gid, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(out, stat.S_IMODE(st.st_mode))
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _check_proc(root: str, target: str, op: MountOp) -> None:
+    """runc's ``checkProcMount``: only proc on ``/proc``, and below it only the files
+    lxcfs emulates."""
+    proc = root + "/proc"
+    if target == proc:
+        if op.type != "proc":
+            raise PermissionError(errno.EPERM, f"only proc may be mounted on /proc, not "
+                                  f"{op.type}", op.destination)
+    elif target.startswith(proc + "/") and target[len(root):] not in _PROC_ALLOWED:
+        raise PermissionError(errno.EPERM, "mount inside /proc is not allowed", op.destination)
+
+
+def _kernel_fs_target(root: str, targets: _Targets, op: MountOp) -> str:
+    """runc's rule for proc and sysfs: the destination itself must be a real directory
+    (an image's ``/proc -> /etc`` symlink is refused, not followed)."""
+    parent, name = op.destination.rsplit("/", 1)
+    target = (targets.resolve(parent) if parent else root) + "/" + name
     try:
         st = os.lstat(target)
     except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        sc.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY, None)
+        return target
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, f"{op.type} must be mounted on a directory, "
+                                 f"and {op.destination} in the rootfs is not one", target)
+    return target
+
+
+def _mount_one(root: str, op: MountOp, target: str, ro_later: list[tuple[str, int]]) -> None:
+    if op.is_bind:
+        try:
+            source_is_dir = stat.S_ISDIR(os.stat(op.source).st_mode)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "bind mount source does not exist",
+                                    op.source) from None
+        _check_proc(root, target, op)
+        _make_target(target, source_is_dir)
+        sc.mount(op.source, target, None, op.flags & (sc.MS_BIND | sc.MS_REC))
+        # a bind takes the source mount's flags: ``ro`` & co need a remount (keeping the
+        # source's ro/nosuid/nodev/noexec unless the options clear them: ``rw``, ``suid``)
+        if op.flags & _BIND_FLAGS or op.clear_flags & _KEPT:
+            kept = _kept_flags(target)
+            if op.flags & _BIND_FLAGS or kept & op.clear_flags:
+                flags = (kept & ~op.clear_flags) | (op.flags & _BIND_FLAGS)
+                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags)
     else:
-        sc.mount("/dev/null", target, None, sc.MS_BIND)
-
-
-def _make_readonly(target: str) -> None:
-    try:
-        os.lstat(target)
-    except FileNotFoundError:
-        return
-    sc.mount(target, target, None, sc.MS_BIND | sc.MS_REC)
-    sc.mount(None, target, None,
-             sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _kept_flags(target))
-
-
-#: filesystems whose fresh mount holds only what the kernel puts there (no symlink of
-#: the image): a path below one is the mount's target plus the rest, as is
-_KERNEL_FS = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"})
+        if op.type not in ("proc", "sysfs"):
+            _check_proc(root, target, op)
+        mode = None
+        if op.type == "tmpfs" and "mode=" not in op.data:
+            try:
+                mode = stat.S_IMODE(os.stat(target).st_mode)
+            except FileNotFoundError:
+                pass
+        _make_target(target, True)
+        flags = op.flags
+        if op.flags & sc.MS_RDONLY and (op.type == "tmpfs" or op.destination == "/dev"):
+            flags &= ~sc.MS_RDONLY  # runc: filled first (devices, copy-up), ro at the end
+            ro_later.append((target[len(root):], op.flags & _BIND_FLAGS))
+        below = -1
+        if op.copy_up:
+            below = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                sc.mount(op.source or op.type, target, op.type, flags, op.data or None)
+            except PermissionError:
+                if op.type != "sysfs":
+                    raise
+                # runc: no sysfs in a user namespace without its own netns; bind the host's
+                sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | (flags & _BIND_FLAGS))
+            if below >= 0:
+                _copy_up(below, target)
+            if mode is not None:
+                os.chmod(target, mode)  # like runc: keep the image's mode (/tmp 1777)
+        finally:
+            if below >= 0:
+                os.close(below)
+    for propagation in op.propagation:
+        sc.mount(None, target, None, propagation)
+    if op.rec_set or op.rec_clear:
+        _mount_setattr_recursive(target, op.rec_set, op.rec_clear)
 
 
 class _Targets:
@@ -334,78 +397,241 @@ class _Targets:
                 if found is not None:
                     if found[1]:
                         return found[0] + "/" + "/".join(parts[i:])
-                    break  # below a bind mount: walk it
+                    break  # below a bind mount or a copy: walk it
         return resolve_in_root(self.root, path)
 
     def add(self, destination: str, target: str, kernel_fs: bool) -> None:
         self.mounted["/" + "/".join(p for p in destination.split("/") if p)] = (target, kernel_fs)
 
 
-def setup_rootfs(plan: RootfsPlan, step: list[str]) -> None:
-    """Inside the container's fresh (private) mount namespace, with the rootfs already
-    mounted at ``plan.rootfs``: the config's mounts, default devices, ``/dev``
-    symlinks, masked and read-only paths, read-only rootfs, then ``pivot_root`` into
-    it and detach the old root. ``step[0]`` names the current step for error reports.
-    """
-    root = plan.rootfs
-    targets = _Targets(root)
-    for op in plan.mounts:
-        step[0] = f"mount {op.destination}"
-        target = targets.resolve(op.destination)
-        _mount_one(op, target, op.source in plan.file_sources)
-        targets.add(op.destination, target, not op.is_bind and op.type in _KERNEL_FS)
-    step[0] = "devices"
-    dev = targets.resolve("/dev")
-    _make_target(dev, False)
-    _make_devices(dev, plan.devices)
-    for src, name in _DEV_SYMLINKS:
-        try:
-            os.symlink(src, dev + "/" + name)
-        except FileExistsError:
-            pass
-    step[0] = "masked paths"
-    for path in plan.masked_paths:
-        _mask(targets.resolve(path))
-    step[0] = "readonly paths"
-    for path in plan.readonly_paths:
-        _make_readonly(targets.resolve(path))
-    if plan.readonly_rootfs:
-        step[0] = "readonly rootfs"
-        sc.mount(None, root, None,
-                 sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _kept_flags(root))
-    step[0] = "pivot_root"
-    pivot_into(root)
+#: what :func:`setup_rootfs` leaves for :func:`finish_rootfs` (in the init's own memory):
+#: ``(container path, mount)`` of the cgroup mounts, and an fd of the cgroup namespace
+#: the init started in (to come back to when the config has none of its own)
+_cgroup_pending: list[tuple[str, MountOp]] = []
+_cgroupns_fd = [-1]
 
 
-def _make_devices(dev: str, names: Sequence[str]) -> None:
-    """Create ``dev/<name>`` for each device: ``mknod`` (mode 0666, like runc as root),
-    or a bind mount of the host's ``/dev/<name>`` when the number is unknown or
-    ``mknod`` is not permitted."""
+def _prepare_cgroup(plan: RootfsPlan, op: MountOp, target: str) -> None:
+    """v1: a tmpfs at ``target`` with one directory per hierarchy (and runc's
+    symlinks ``cpu -> cpu,cpuacct``); v2: the directory. :func:`finish_rootfs` mounts."""
+    _make_target(target, True)
+    if op.type == "cgroup":
+        sc.mount("tmpfs", target, "tmpfs", _DEFAULT_MOUNT_FLAGS, "mode=755")
+        for name, _data in plan.cgroup_v1:
+            os.mkdir(target + "/" + name, 0o755)
+        for name, _data in plan.cgroup_v1:
+            if "," in name:
+                for part in name.split(","):
+                    try:
+                        os.symlink(name, target + "/" + part)
+                    except FileExistsError:
+                        pass
+    for propagation in op.propagation:
+        sc.mount(None, target, None, propagation)
+    if not plan.cgroupns and _cgroupns_fd[0] < 0:
+        _cgroupns_fd[0] = os.open("/proc/self/ns/cgroup", os.O_RDONLY | os.O_CLOEXEC)
+    _cgroup_pending.append((target[len(plan.rootfs):], op))
+
+
+def _make_devices(targets: _Targets, devices: Sequence[DeviceNode]) -> None:
+    """Create each device node: ``mknod`` + ``chown``, or (``mknod`` not permitted, as in
+    a user namespace) an empty file with the host's node of the same path bound on it.
+    A default device replaces what is there; a configured one may only find the same
+    node (``config-linux.md#configLinuxDevices``)."""
     old_umask = os.umask(0)
     try:
         can_mknod = True
-        for name in names:
-            target = dev + "/" + name
+        for node in devices:
+            target = targets.resolve(node.path)
+            default = node in DEFAULT_DEVICE_NODES
             try:
-                os.unlink(target)
+                st = os.lstat(target)
             except FileNotFoundError:
                 pass
-            numbers = _DEVICE_NUMBERS.get(name)
-            if numbers is not None and can_mknod:
+            else:
+                same = (stat.S_IFMT(st.st_mode) == node.kind
+                        and (node.type == "p" or st.st_rdev == os.makedev(node.major, node.minor)))
+                if not default:
+                    if not same:
+                        raise FileExistsError(errno.EEXIST, "a different file exists at the "
+                                              "device's path", node.path)
+                    os.chmod(target, node.file_mode)
+                    os.chown(target, node.uid, node.gid)
+                    continue
+                os.unlink(target)
+            if can_mknod:
                 try:
-                    os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(*numbers))
+                    _mknod(target, node)
                     continue
                 except PermissionError:
                     can_mknod = False
+            else:
+                os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
-            sc.mount("/dev/" + name, target, None, sc.MS_BIND)
+            sc.mount(node.path, target, None, sc.MS_BIND)
     finally:
         os.umask(old_umask)
 
 
+def _mknod(target: str, node: DeviceNode) -> None:
+    """``mknod`` + ``chown``; the parent directories are made only when missing."""
+    try:
+        os.mknod(target, node.kind | node.file_mode, os.makedev(node.major, node.minor))
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        os.mknod(target, node.kind | node.file_mode, os.makedev(node.major, node.minor))
+    if node.uid or node.gid:
+        os.chown(target, node.uid, node.gid)
+
+
+def _dev_links(dev: str, core: bool) -> None:
+    """``/dev/fd``, ``/dev/std{in,out,err}``, ``/dev/core`` and ``/dev/ptmx -> pts/ptmx``
+    (runc's ``setupDevSymlinks`` and ``setupPtmx``)."""
+    for src, name in _DEV_SYMLINKS + ((("/proc/kcore", "core"),) if core else ()):
+        try:
+            os.symlink(src, dev + "/" + name)
+        except FileExistsError:
+            pass
+    ptmx = dev + "/ptmx"
+    try:
+        os.unlink(ptmx)
+    except FileNotFoundError:
+        pass
+    os.symlink("pts/ptmx", ptmx)
+
+
+def _mask(path: str) -> None:
+    """runc's ``maskPath``: ``/dev/null`` over a file, an empty read-only tmpfs over a
+    directory; a missing path is fine."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY, None)
+    else:
+        sc.mount("/dev/null", path, None, sc.MS_BIND)
+
+
+def _make_readonly(path: str) -> None:
+    """runc's ``readonlyPath``: bind ``path`` on itself, remount read-only keeping
+    nosuid/nodev/noexec; a missing path is fine."""
+    try:
+        sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _kept_flags(path))
+
+
+def setup_rootfs(plan: RootfsPlan, step: list[str]) -> None:
+    """Set up the container's filesystem and ``pivot_root`` into it.
+
+    Called by the container init in its fresh mount namespace (private, not shared
+    with the rootfs mounted at ``plan.rootfs``. In order (runc's ``prepareRootfs``,
+    ``finalizeRootfs``, then its read-only and masked paths): each of ``plan.mounts``
+    at its destination resolved inside the rootfs (targets created as directory or
+    file); device nodes, ``/dev`` symlinks and ``/dev/ptmx``; read-only tmpfs mounts
+    remounted read-only; read-only paths; masked paths (with the host's ``/dev/null``:
+    a rootfs without one can still be masked); ``pivot_root`` with the old root
+    detached (:func:`pivot_into`); ``linux.rootfsPropagation`` on ``/``;
+    ``process.cwd`` made if missing; ``root.readonly``. Every path of the config is
+    resolved inside the rootfs (:func:`resolve_in_root`). ``type: cgroup`` mounts get
+    their directories here and their filesystems from :func:`finish_rootfs`.
+
+    ``step[0]`` names the current step for the error report (``mount <destination>``,
+    ``devices``, ``pivot_root``, ...). Raises ``OSError`` with the path.
+    """
+    root = plan.rootfs
+    targets = _Targets(root)
+    _cgroup_pending.clear()
+    ro_later: list[tuple[str, int]] = []
+    for op in plan.mounts:
+        step[0] = f"mount {op.destination}"
+        if op.type in ("proc", "sysfs"):
+            target = _kernel_fs_target(root, targets, op)
+        else:
+            target = targets.resolve(op.destination)
+        if op.type in ("cgroup", "cgroup2"):
+            _prepare_cgroup(plan, op, target)
+            targets.add(op.destination, target, False)
+            continue
+        _mount_one(root, op, target, ro_later)
+        targets.add(op.destination, target,
+                    not op.is_bind and op.type in _KERNEL_FS and not op.copy_up)
+    if plan.setup_dev:
+        step[0] = "devices"
+        dev = targets.resolve("/dev")
+        _make_target(dev, True)
+        _make_devices(targets, plan.devices)
+        _dev_links(dev, plan.dev_core)
+    for path, flags in ro_later:
+        step[0] = f"mount {path}"
+        sc.mount(None, root + path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+    step[0] = "readonly paths"
+    for path in plan.readonly_paths:
+        _make_readonly(targets.resolve(path))
+    step[0] = "masked paths"
+    for path in plan.masked_paths:
+        _mask(targets.resolve(path))
+    step[0] = "pivot_root"
+    pivot_into(root)
+    if plan.root_propagation:
+        step[0] = "rootfs propagation"
+        sc.mount(None, "/", None, plan.root_propagation)
+    if plan.cwd not in ("", "/"):
+        step[0] = "cwd"
+        try:
+            os.makedirs(plan.cwd, 0o755, exist_ok=True)
+        except FileExistsError:
+            pass  # a symlink or a file: chdir reports it
+    if plan.readonly_rootfs:
+        step[0] = "readonly rootfs"
+        sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _kept_flags("/"))
+
+
+def finish_rootfs(plan: RootfsPlan, step: list[str]) -> None:
+    """Mount the cgroup filesystems of the ``type: cgroup``/``cgroup2`` mounts that
+    :func:`setup_rootfs` prepared, so that each shows the container's own cgroup.
+
+    Call it in the init after :func:`setup_rootfs`, once the init is in its cgroup,
+    and, when the config has a cgroup namespace, after ``unshare(CLONE_NEWCGROUP)``;
+    while it still has ``CAP_SYS_ADMIN``. v1: each hierarchy of ``plan.cgroup_v1``
+    mounted with its controllers (runc's ``mountCgroupV1`` with a cgroup namespace);
+    v2: ``cgroup2``. Without a cgroup namespace in the config the init unshares one
+    for the mounts and goes back to its own after (the result is runc's bind of the
+    container's cgroup). The v1 tmpfs turns read-only when the mount is ``ro``.
+    Nothing to do without cgroup mounts. Raises ``OSError``.
+    """
+    if not _cgroup_pending:
+        return
+    own_ns = _cgroupns_fd[0]
+    if own_ns >= 0:
+        step[0] = "cgroup namespace"
+        sc.unshare(sc.CLONE_NEWCGROUP)
+    try:
+        for path, op in _cgroup_pending:
+            step[0] = f"mount {op.destination}"
+            flags = (op.flags | _DEFAULT_MOUNT_FLAGS) & ~(sc.MS_BIND | sc.MS_REC)
+            if op.type == "cgroup2":
+                sc.mount(op.source or "cgroup2", path, "cgroup2", flags, op.data or None)
+                continue
+            for name, data in plan.cgroup_v1:
+                sc.mount("cgroup", path + "/" + name, "cgroup", flags, data)
+            if op.flags & sc.MS_RDONLY:
+                sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY
+                         | _DEFAULT_MOUNT_FLAGS)
+    finally:
+        if own_ns >= 0:
+            sc.setns(own_ns, sc.CLONE_NEWCGROUP)
+            os.close(own_ns)
+            _cgroupns_fd[0] = -1
+        _cgroup_pending.clear()
+
+
 def pivot_into(root: str) -> None:
-    """Make ``root`` (a mount point) the root: ``pivot_root(".", ".")`` then detach the
-    old root stacked on it (runc's ``pivotRoot``)."""
+    """Make ``root`` (a mount point) the root: ``pivot_root(".", ".")``, then the old
+    root stacked on it made ``rslave`` and detached (runc's ``pivotRoot``); the cwd
+    is ``/`` after."""
     old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     new = os.open(root, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:

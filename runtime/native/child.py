@@ -1,91 +1,138 @@
 """What runs between ``fork`` and ``exec``: the container init and the ``exec`` helper.
 
-Everything here runs in a forked copy of the caller (often pytest) and uses
-only syscalls and already-imported modules: no threads, no imports, no
-logging. A failure before ``exec`` is written to a close-on-exec error pipe as
-``step\\0errno\\0message`` (like ``subprocess``), then the process ``_exit``\\ s
-with 127; a successful ``exec`` closes the pipe, which the parent reads as
-EOF. The ``exec`` helper reports on a status pipe as lines: ``P<host pid>``
-once the command is forked, ``S<raw wait status>`` once it has exited (written
-while it is still a zombie, before it is reaped). The container init is the
-caller's own child: the caller waits for it with ``waitpid``/its pidfd.
+Everything here runs in a forked copy of the caller (pytest, or ``ptc-runtime``)
+and uses only syscalls and already-imported modules: no threads, no imports,
+no logging. A failure before ``exec`` is written to a close-on-exec error pipe
+as ``step\\0errno\\0message`` (like ``subprocess``), then the process
+``_exit``\\ s with 127; a successful ``exec`` closes the pipe, which the parent
+reads as EOF.
+
+The init talks to its parent over three pipes: ``go`` (parent to init: ``1``
+once the cgroup exists, and before it, with hooks, ``S<State JSON>\\n``),
+``sync`` (init to parent: ``N`` once its namespaces exist, when the parent
+runs ``prestart``/``createRuntime`` hooks; ``C<fd>\\n`` once it is created and
+waits for ``start``) and the error pipe. A created init (``ptc-runtime
+create``) blocks on the ``exec.fifo`` of its state dir, held open read-write
+(so no writer ever has to exist for it to block, and ``start`` finds a reader
+while it lives): ``start`` writes one byte into it. What happens after that
+(``startContainer`` hooks, ``exec``) is reported on a pipe the init keeps,
+whose read end ``start`` opens through ``/proc/<pid>/fd/<fd>`` (the ``C``
+line names it): EOF once ``exec`` succeeded, else the error.
+
+The ``exec`` helper reports on a status pipe as lines: ``P<host pid>`` once
+the command is forked, ``S<raw wait status>`` once it has exited (written
+while it is still a zombie, before it is reaped).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
-import resource
 import select
 import signal
+import struct
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..linux import network
 from ..linux import syscalls as sc
-from ..linux.capabilities import CapabilitySets
-from ..linux.mounts import OVERLAY_SOURCE, RootfsPlan, setup_rootfs
+from ..linux.mounts import OVERLAY_SOURCE, RootfsPlan, finish_rootfs, setup_rootfs
+from .hooks import Hook, run_hook
+from .process import ProcessPlan, apply_process, exec_process
 
-__all__ = ["ExecPlan", "InitPlan", "encode_error", "exec_in_path", "join_cgroup",
-           "join_cgroup_at", "open_dirs", "run_exec_helper", "run_init", "wait_status_of"]
+__all__ = ["ExecPlan", "InitPlan", "encode_error", "join_cgroup", "join_cgroup_at",
+           "loopback_up", "open_dirs", "run_exec_helper", "run_init", "wait_status_of"]
 
-#: signals Python sets to SIG_IGN that an exec'd program must get back at default
-_RESTORE_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT)
+#: signals a created init (waiting for ``start``) exits on, as a process without
+#: handlers would; PID 1 of a pid namespace gets none of them without a handler
+_CREATED_EXIT_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
+                         signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+# <linux/sockios.h>, <net/if.h>, <sys/socket.h>: a ``struct ifreq`` is 40 bytes, the
+# flags a short after the 16-byte name
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_IFREQ = struct.Struct("16sH22x")
+_AF_INET, _SOCK_DGRAM, _SOCK_CLOEXEC = 2, 2, 0o2000000
+#: libc for ``socket``/``ioctl`` (the socket module costs ms at every ``ptc-runtime`` start)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
 class InitPlan:
-    """The container init's work, computed in the parent from config.json."""
+    """The container init's work, computed in the parent from config.json.
+
+    ``overlay_data``: the overlay's mount data (``lowerdir=...``) for a rootfs made
+    of layers; ``None``: bind-mount ``rootfs.rootfs`` (``root.path``) onto itself.
+    ``cgroup_join``: ``(hierarchy root, file relative to it)`` of the v1 ``tasks``
+    files the init writes ``0`` into to join its cgroup itself (the kernel moves the
+    calling thread without the global threadgroup lock); opened before
+    ``pivot_root``. ``moved_by_caller``: cgroup v2, the parent moves the init.
+    ``join``: ``(fd, CLONE_NEW*)`` of namespaces given by ``path``, opened by the
+    parent, joined in order (pid is joined at the fork); ``unshare_flags``: the new
+    namespaces but pid (made at the fork) and cgroup; ``cgroupns``: ``"new"``,
+    ``"join"`` (``cgroupns_fd``) or ``""``. ``sysctl``: ``(file under
+    /proc/sys, value)``. ``stdout_fd``/``stderr_fd``: ``-1`` keeps the inherited
+    stdio (stdin too). ``pdeathsig``: die with the parent (in-process containers).
+    ``sync_hooks``: tell the parent when the namespaces exist and wait for the State
+    JSON (prestart, createRuntime, createContainer or startContainer hooks).
+    ``exec_fifo``: wait on this fifo for ``start`` before ``exec`` (``None``:
+    ``exec`` at once). ``preserve_fds``: fds from 3 passed on to the process.
+    """
 
     rootfs: RootfsPlan
-    overlay_data: str  # ``mounts.overlay_options``: lowerdir (top first), upperdir, workdir
-    #: ``(hierarchy root, file relative to it)``: the files the init writes ``0``
-    #: into to join its cgroup itself (cgroup v1 ``tasks``: the kernel moves the
-    #: calling thread without the global threadgroup lock, so without waiting for an
-    #: RCU grace period). The roots are opened before ``pivot_root``.
+    overlay_data: str | None
     cgroup_join: tuple[tuple[str, str], ...]
-    #: cgroup v2: the caller moves the init into the cgroup (before sending ``1``)
     moved_by_caller: bool
+    join: tuple[tuple[int, int], ...]
     unshare_flags: int
+    cgroupns: str
     hostname: str | None
     loopback: bool
-    args: tuple[str, ...]
-    env: dict[str, str]
-    path: tuple[str, ...]
-    cwd: str
-    uid: int
-    gid: int
-    rlimits: tuple[tuple[int, int, int], ...]
-    caps: CapabilitySets
-    no_new_privs: bool
-    stdout_fd: int
-    stderr_fd: int
+    process: ProcessPlan
+    stdout_fd: int = -1
+    stderr_fd: int = -1
+    cgroupns_fd: int = -1
+    sysctl: tuple[tuple[str, str], ...] = ()
+    pdeathsig: bool = True
+    sync_hooks: bool = False
+    create_container: tuple[Hook, ...] = ()
+    start_container: tuple[Hook, ...] = ()
+    exec_fifo: str | None = None
+    preserve_fds: int = 0
 
 
 @dataclass(frozen=True)
 class ExecPlan:
-    """The ``exec`` helper's work: join the cgroup and namespaces of ``target_pidfd``."""
+    """The ``exec`` helper's work: join the cgroup and namespaces of ``target_pidfd``,
+    fork the process (``process``: :func:`~.process.prepare_process` of it).
+    ``stdout_fd``/``stderr_fd`` ``-1``: inherit stdio (stdin too; else stdin is
+    ``/dev/null``). ``detach``: report ``P<pid>`` and exit at once, the process
+    outlives the helper (no parent-death signal)."""
 
     target_pidfd: int
     target_pid: int
     ns_flags: int
     cgroup_procs: tuple[str, ...]
-    args: tuple[str, ...]
-    env: dict[str, str]
-    path: tuple[str, ...]
-    cwd: str
-    uid: int
-    gid: int
-    caps: CapabilitySets  # the init's: an exec gets the same sets
-    no_new_privs: bool
-    stdout_fd: int
-    stderr_fd: int
+    process: ProcessPlan
+    stdout_fd: int = -1
+    stderr_fd: int = -1
+    detach: bool = False
 
 
 def encode_error(step: str, exc: BaseException) -> bytes:
-    """``step\\0errno\\0message`` for the error pipe."""
+    """``step\\0errno\\0message`` for the error pipe; an exception's own ``step``
+    (``ContainerStartError`` of :mod:`.process`) wins over ``step``."""
     code = getattr(exc, "errno", None) or 0
+    step = getattr(exc, "step", None) or step
     return f"{step}\0{code}\0{type(exc).__name__}: {exc}".encode(errors="replace")
+
+
+def _report(fd: int, step: str, exc: BaseException) -> None:
+    try:
+        os.write(fd, encode_error(step, exc))
+    except BaseException:  # noqa: B036 - nobody left to tell
+        pass
 
 
 def wait_status_of(result: os.waitid_result) -> int:
@@ -103,28 +150,6 @@ def _report_and_reap(pid: int, status_w: int) -> None:
     assert result is not None  # None only with WNOHANG
     os.write(status_w, b"S%d\n" % wait_status_of(result))
     os.waitpid(pid, 0)
-
-
-def exec_in_path(args: tuple[str, ...], env: dict[str, str], path: tuple[str, ...]) -> NoReturn:
-    """``execve`` ``args[0]`` searched on ``path`` (the container's ``PATH``), like
-    ``execvpe``: ENOENT/ENOTDIR go on to the next directory, EACCES is remembered."""
-    file = args[0]
-    if "/" in file:
-        os.execve(file, args, env)
-    saved: OSError | None = None
-    for directory in path:
-        try:
-            os.execve((directory or ".") + "/" + file, args, env)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ESTALE, errno.ENODEV):
-                continue
-            if exc.errno == errno.EACCES:
-                saved = saved or exc
-                continue
-            raise
-    if saved is not None:
-        raise saved
-    raise FileNotFoundError(errno.ENOENT, "command not found", file)
 
 
 def open_dirs(pairs: tuple[tuple[str, str], ...]) -> list[tuple[int, str]]:
@@ -156,31 +181,34 @@ def join_cgroup(procs: tuple[str, ...], pid: int = 0) -> None:
             os.close(fd)
 
 
-def _finish_process(uid: int, gid: int, cwd: str, caps: CapabilitySets, no_new_privs: bool,
-                    step: list[str]) -> None:
-    """User, cwd, capabilities and ``no_new_privs`` in runc's order (``init_linux.go``
-    ``finalizeNamespace``): bounding set dropped while ``CAP_SETPCAP`` is effective,
-    ``PR_SET_KEEPCAPS`` for a non-root user, ``setgroups``/``setgid``/``setuid``
-    (needing ``CAP_SETGID``/``CAP_SETUID``), ``chdir``, ``capset`` and ambient set.
-    Then the parent-death signal again (a change of uid or gid clears it)."""
-    step[0] = "capabilities"
-    caps.drop_bounding()
-    caps.keep_for(uid)
-    step[0] = "user"
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    step[0] = "cwd"
-    os.chdir(cwd)
-    step[0] = "capabilities"
-    caps.apply()
-    sc.set_pdeathsig(signal.SIGKILL)
-    if no_new_privs:
-        step[0] = "no_new_privs"
-        sc.set_no_new_privs()
+def _ioctl(fd: int, request: int, buf: ctypes.Array[ctypes.c_char]) -> None:
+    if _libc.ioctl(fd, ctypes.c_ulong(request), buf) < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"ioctl {request:#x} on lo: {os.strerror(code)}")
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in the caller's network namespace: ``SIOCGIFFLAGS`` then
+    ``SIOCSIFFLAGS`` with ``IFF_UP`` on an ``AF_INET`` socket (``netdevice(7)``), as
+    ``ifconfig lo up`` does; no netlink library needed. Raises ``OSError``."""
+    fd = _libc.socket(_AF_INET, _SOCK_DGRAM | _SOCK_CLOEXEC, 0)
+    if fd < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"socket: {os.strerror(code)}")
+    try:
+        request = ctypes.create_string_buffer(_IFREQ.pack(b"lo", 0), _IFREQ.size)
+        _ioctl(fd, _SIOCGIFFLAGS, request)
+        flags = _IFREQ.unpack(request.raw)[1]
+        if not flags & _IFF_UP:
+            _ioctl(fd, _SIOCSIFFLAGS,
+                   ctypes.create_string_buffer(_IFREQ.pack(b"lo", flags | _IFF_UP), _IFREQ.size))
+    finally:
+        os.close(fd)
 
 
 def _stdio(stdout_fd: int, stderr_fd: int) -> None:
+    if stdout_fd < 0:
+        return  # the caller's stdio, inherited as it is
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(stdout_fd, 1)
@@ -189,84 +217,208 @@ def _stdio(stdout_fd: int, stderr_fd: int) -> None:
         os.close(null)
 
 
-def _restore_signals() -> None:
-    for sig in _RESTORE_SIGNALS:
+def _write_sysctl(sysctl: tuple[tuple[str, str], ...]) -> None:
+    """Write each ``(path under /proc/sys, value)``: through the host's ``/proc`` before
+    ``pivot_root``, the kernel resolves namespaced sysctls by the writer's namespaces."""
+    for path, value in sysctl:
+        fd = os.open("/proc/sys/" + path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+
+
+class _GoPipe:
+    """The init's end of the go pipe: ``S<json>\\n`` lines and the ``1`` byte."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+
+    def _fill(self) -> bool:
+        chunk = os.read(self.fd, 65536)
+        self.buf += chunk
+        return bool(chunk)
+
+    def read_state(self) -> bytes | None:
+        """The State JSON of an ``S...\\n`` message; ``None`` at EOF (the parent gave up)."""
+        while b"\n" not in self.buf:
+            if not self._fill():
+                return None
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line[1:] if line[:1] == b"S" else None
+
+    def wait_go(self) -> bool:
+        """Whether the next byte is ``1`` (EOF or anything else: the parent gave up)."""
+        if not self.buf and not self._fill():
+            return False
+        byte, self.buf = self.buf[:1], self.buf[1:]
+        return byte == b"1"
+
+
+def _exit_on_signal(signum: int, frame: object) -> NoReturn:
+    os._exit(128 + signum)
+
+
+def _resolve_command(plan: ProcessPlan) -> None:
+    """Fail now, not after ``start``, when ``args[0]`` cannot be executed (runc looks it
+    up before waiting for ``start`` too): ENOENT when it is not on the ``PATH``,
+    EACCES when it is there but not executable."""
+    file = plan.args[0]
+    candidates = [file] if "/" in file else [(d or ".") + "/" + file for d in plan.path]
+    denied = None
+    for path in candidates:
+        try:
+            if not os.path.isfile(path):
+                continue
+        except OSError:
+            continue
+        if os.access(path, os.X_OK):
+            return
+        denied = path
+    if denied is not None:
+        raise PermissionError(errno.EACCES, f"exec: {file!r}: permission denied", denied)
+    where = "no such file or directory" if "/" in file else "executable file not found in $PATH"
+    raise FileNotFoundError(errno.ENOENT, f"exec: {file!r}: {where}", file)
+
+
+def _wait_for_start(fifo: int, sync_w: int) -> int:
+    """Report ``C<fd>`` (the read end of the pipe ``start`` will read this init's fate
+    from) and block on the exec fifo (open as ``fifo``) until ``start`` writes to it.
+    Returns the write end of that pipe, the new error pipe."""
+    fate_r, fate_w = os.pipe2(os.O_CLOEXEC)
+    for sig in _CREATED_EXIT_SIGNALS:
+        signal.signal(sig, _exit_on_signal)
+    os.write(sync_w, b"C%d\n" % fate_r)
+    os.close(sync_w)
+    while True:
+        try:
+            if os.read(fifo, 1):
+                break
+        except InterruptedError:
+            continue
+    for sig in _CREATED_EXIT_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
+    os.close(fifo)
+    return fate_w
 
 
-def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int) -> NoReturn:
-    """The container init, PID 1 of its new pid namespace, forked by the caller.
+def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) -> NoReturn:
+    """The container init, forked by the caller (PID 1 of its new pid namespace, or a
+    member of a joined one).
 
-    Dies with the caller's thread (pdeathsig); ``life_r`` is the read end of a pipe
-    whose write end only the caller holds, so a caller that died before the
-    pdeathsig was set shows as EOF. Unshares its namespaces, mounts the rootfs and
-    pivots into it, sets up stdio and limits while the caller creates the cgroup;
-    waits for ``1`` on ``go_r`` (the cgroup exists; on v2 the caller moved us into
-    it), joins the cgroup itself (``plan.cgroup_join``, v1), then
-    ``unshare(CLONE_NEWCGROUP)``; then, as nothing needs ``CAP_SYS_ADMIN`` any more,
-    user and capabilities (:func:`_finish_process`), exec. EOF on ``go_r`` instead:
-    the caller gave up (it reports), exit at once.
+    With ``plan.pdeathsig`` it dies with the caller's thread; ``life_r`` is the read
+    end of a pipe whose write end only the caller holds, so a caller that died
+    before the parent-death signal was set shows as EOF. Steps: join the namespaces
+    given by path, unshare the new ones, ``setsid``, ``/`` rprivate, sysctls;
+    [hooks: ``N`` on ``sync_w``, the State JSON from ``go_r``, ``createContainer``
+    hooks]; the rootfs (overlay of the layers, or ``root.path`` bound onto itself)
+    with its mounts and ``pivot_root`` (:func:`~..linux.rootfs.setup_rootfs`);
+    hostname, ``lo`` up, stdio; wait for ``1`` on ``go_r`` (the cgroup exists; on
+    v2 the caller moved us), join the cgroup (v1), the cgroup namespace, cgroup
+    mounts (:func:`~..linux.rootfs.finish_rootfs`); the process's user,
+    capabilities, rlimits... (:func:`~.process.apply_process`); [create: wait for
+    ``start`` (:func:`_wait_for_start`), ``startContainer`` hooks]; ``exec``. EOF on
+    ``go_r`` instead of a message: the caller gave up (it reports), exit at once.
     """
     step = ["pdeathsig"]
     try:
-        sc.set_pdeathsig(signal.SIGKILL)
+        if plan.pdeathsig:
+            sc.set_pdeathsig(signal.SIGKILL)
+            if select.select([life_r], [], [], 0)[0]:
+                os._exit(1)  # EOF: the caller died before the pdeathsig was armed
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if select.select([life_r], [], [], 0)[0]:
-            os._exit(1)  # EOF: the caller died before the pdeathsig was armed
         step[0] = "cgroup"
         cgroup_files = open_dirs(plan.cgroup_join)
+        go = _GoPipe(go_r)
+        fifo = -1
+        if plan.exec_fifo is not None:  # opened while the host's paths are visible
+            step[0] = "exec fifo"
+            fifo = os.open(plan.exec_fifo, os.O_RDWR | os.O_CLOEXEC)
+        step[0] = "setns"
+        for fd, flag in plan.join:
+            sc.setns(fd, flag)
+            os.close(fd)
         step[0] = "unshare"
-        sc.unshare(plan.unshare_flags & ~sc.CLONE_NEWCGROUP)
+        if plan.unshare_flags:
+            sc.unshare(plan.unshare_flags)
         os.setsid()
         step[0] = "rprivate"
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-        step[0] = "overlay"
-        sc.mount(OVERLAY_SOURCE, plan.rootfs.rootfs, "overlay", 0, plan.overlay_data)
+        if plan.sysctl:
+            step[0] = "sysctl"
+            _write_sysctl(plan.sysctl)
+        state = b""
+        if plan.sync_hooks:
+            step[0] = "hooks"
+            os.write(sync_w, b"N")
+            received = go.read_state()
+            if received is None:
+                os._exit(127)
+            state = received
+            for hook in plan.create_container:
+                step[0] = hook.field
+                run_hook(hook, state)
+        root = plan.rootfs.rootfs
+        if plan.overlay_data is not None:
+            step[0] = "overlay"
+            sc.mount(OVERLAY_SOURCE, root, "overlay", 0, plan.overlay_data)
+        else:
+            step[0] = "root"
+            sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
         setup_rootfs(plan.rootfs, step)
         if plan.hostname is not None:
             step[0] = "hostname"
             sc.sethostname(plan.hostname)
         if plan.loopback:
             step[0] = "loopback"
-            network.loopback_up()
+            loopback_up()
         step[0] = "stdio"
         _stdio(plan.stdout_fd, plan.stderr_fd)
-        step[0] = "rlimits"
-        for kind, soft, hard in plan.rlimits:
-            resource.setrlimit(kind, (soft, hard))
         step[0] = "cgroup"
-        if os.read(go_r, 1) != b"1":
+        if not go.wait_go():
             os._exit(127)
         join_cgroup_at(cgroup_files)
-        if plan.unshare_flags & sc.CLONE_NEWCGROUP:
-            sc.unshare(sc.CLONE_NEWCGROUP)  # rooted at ptc/<id>: only once we are in it
-        _finish_process(plan.uid, plan.gid, plan.cwd, plan.caps, plan.no_new_privs, step)
-        if select.select([life_r], [], [], 0)[0]:
+        if plan.cgroupns == "new":
+            sc.unshare(sc.CLONE_NEWCGROUP)  # rooted at our cgroup: only once we are in it
+        elif plan.cgroupns == "join":
+            sc.setns(plan.cgroupns_fd, sc.CLONE_NEWCGROUP)
+            os.close(plan.cgroupns_fd)
+        finish_rootfs(plan.rootfs, step)
+        step[0] = "process"
+        apply_process(plan.process)  # user, capabilities, rlimits, seccomp... (process.py)
+        for fd in range(3, 3 + plan.preserve_fds):
+            os.set_inheritable(fd, True)
+        if plan.exec_fifo is not None:
+            step[0] = "exec"
+            _resolve_command(plan.process)
+            step[0] = "start"
+            new_err = _wait_for_start(fifo, sync_w)
+            os.close(err_w)  # its reader (create) is gone: report to start from now on
+            err_w = new_err
+        elif plan.pdeathsig and select.select([life_r], [], [], 0)[0]:
             os._exit(1)  # EOF: the caller died while the parent-death signal was cleared
-        _restore_signals()
+        for hook in plan.start_container:
+            step[0] = hook.field
+            run_hook(hook, state)
         step[0] = "exec"
-        exec_in_path(plan.args, plan.env, plan.path)
+        exec_process(plan.process)
     except BaseException as exc:  # noqa: B036 - everything must reach the parent
-        try:
-            os.write(err_w, encode_error(step[0], exc))
-        except BaseException:  # noqa: B036
-            pass
+        _report(err_w, step[0], exc)
     os._exit(127)
 
 
 def _exec_target(plan: ExecPlan, err_w: int) -> NoReturn:
-    step = ["stdio"]
+    step = "stdio"
     try:
-        _stdio(plan.stdout_fd, plan.stderr_fd)
-        _finish_process(plan.uid, plan.gid, plan.cwd, plan.caps, plan.no_new_privs, step)
-        _restore_signals()
-        step[0] = "exec"
-        exec_in_path(plan.args, plan.env, plan.path)
+        if plan.stdout_fd >= 0:
+            _stdio(plan.stdout_fd, plan.stderr_fd)
+        step = "process"
+        apply_process(plan.process)
+        step = "exec"
+        exec_process(plan.process)
     except BaseException as exc:  # noqa: B036
-        try:
-            os.write(err_w, encode_error(step[0], exc))
-        except BaseException:  # noqa: B036
-            pass
+        _report(err_w, step, exc)
     os._exit(127)
 
 
@@ -290,12 +442,14 @@ def _setns_all(plan: ExecPlan) -> None:
 
 def run_exec_helper(plan: ExecPlan, err_w: int, status_w: int, parent_pid: int) -> NoReturn:
     """The ``exec`` helper: joins the container's cgroup and namespaces, forks the
-    command (so the pid namespace applies), reports ``P``/``S`` like the intermediate."""
+    process (so the pid namespace applies) and reports ``P``/``S``; detached, it
+    exits after ``P`` and the process is reparented (to a subreaper, or init)."""
     step = "exec helper"
     try:
-        sc.set_pdeathsig(signal.SIGKILL)
-        if os.getppid() != parent_pid:
-            os._exit(1)
+        if not plan.detach:
+            sc.set_pdeathsig(signal.SIGKILL)
+            if os.getppid() != parent_pid:
+                os._exit(1)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         step = "cgroup"
         join_cgroup(plan.cgroup_procs)
@@ -305,18 +459,18 @@ def run_exec_helper(plan: ExecPlan, err_w: int, status_w: int, parent_pid: int) 
         pid = os.fork()
         if pid == 0:
             os.close(status_w)
-            sc.set_pdeathsig(signal.SIGKILL)
+            if not plan.detach:
+                sc.set_pdeathsig(signal.SIGKILL)
             _exec_target(plan, err_w)
         os.close(err_w)
         err_w = -1
-        os.close(plan.stdout_fd)
-        os.close(plan.stderr_fd)
+        if plan.stdout_fd >= 0:
+            os.close(plan.stdout_fd)
+            os.close(plan.stderr_fd)
         os.write(status_w, b"P%d\n" % pid)
-        _report_and_reap(pid, status_w)
+        if not plan.detach:
+            _report_and_reap(pid, status_w)
     except BaseException as exc:  # noqa: B036
         if err_w >= 0:
-            try:
-                os.write(err_w, encode_error(step, exc))
-            except BaseException:  # noqa: B036
-                pass
+            _report(err_w, step, exc)
     os._exit(0)

@@ -1,25 +1,40 @@
 """The native engine: runs a runtime-spec ``config.json`` with Python and syscalls.
 
-Process tree of one container (host pids)::
+One engine, two callers:
 
-    caller (pytest)   keeps: pid and pidfd of init; reaps it with waitpid
-    └── init          PID 1 of a new pid namespace, pdeathsig KILL. One fork: the
-                      calling thread unshares CLONE_NEWPID, forks, and setns's back
-                      into its own pid namespace. unshare(mnt, uts, ipc, net),
-                      overlay rootfs in its own mount namespace, pivot_root; then
-                      joins cgroup ``ptc/<id>`` (made by the caller meanwhile),
-                      unshare(cgroup); drops capabilities to ``process.capabilities``
-                      around the user change (as runc does), execve(args)
+- in-process (:class:`NativeRuntime`, the ``native`` backend): a
+  :class:`ContainerSpec` becomes a config (:func:`~..spec.to_config`) whose rootfs
+  is an overlay of ``spec.layers`` in the state dir; the caller (pytest) is the
+  init's parent, keeps its pidfd, reaps it; the init dies with it (pdeathsig);
+- ``ptc-runtime`` (:mod:`.lifecycle`): the bundle's config.json as it is, with
+  ``root.path`` bind-mounted onto itself; ``create`` leaves the init waiting on
+  ``exec.fifo`` and exits, the init outliving it.
 
-A ``kill -9`` of the caller SIGKILLs the init (pdeathsig), whose death kills
-every process of the pid namespace; the mount namespace, and with it the
+Both go through :func:`~.plan.prepare` (every check, before anything is forked: a
+bad config raises with nothing to undo) and :func:`spawn`. Process tree of one
+container (host pids)::
+
+    caller            keeps: pid and pidfd of init (in-process: reaps it)
+    └── init          PID 1 of a new pid namespace (or a member of a joined one, or
+                      of the host's). One fork: the calling thread unshares
+                      CLONE_NEWPID (or setns's into the pid namespace to join), forks,
+                      and setns's back into its own. The init joins/unshares its other
+                      namespaces, mounts the rootfs and pivots into it
+                      (:mod:`.child`), while the caller creates the cgroup; then it
+                      joins the cgroup, unshare(cgroup), applies the process
+                      (:mod:`.process`: user, capabilities...) and execs
+
+A ``kill -9`` of an in-process caller SIGKILLs the init (pdeathsig), whose death
+kills every process of the pid namespace; the mount namespace, and with it the
 overlay, goes with the last of them. What can remain (the cgroup directories
 and the state dir) carries the caller's pid in ``owner`` for
-:func:`~.sweep.sweep`.
+:func:`~..sweep.sweep`.
 
-State dir ``<state_root>/<id>``: ``config.json``, ``owner``, ``rootfs/`` (the
-overlay's mount point, only inside the container), ``upper/``, ``work/``,
-``stdout``, ``stderr``.
+State dir ``<state_root>/<id>``: in-process: ``config.json``, ``owner``,
+``rootfs/`` (the overlay's mount point, only inside the container), ``upper/``,
+``work/``, ``stdout``, ``stderr``; ``ptc-runtime``: ``state.json``
+(:mod:`.state`), ``exec.fifo`` while created, ``owner`` while being created
+(and for a foreground ``run``).
 """
 
 from __future__ import annotations
@@ -28,11 +43,12 @@ import errno
 import json
 import math
 import os
-import resource
 import select
 import signal as _signal
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,34 +60,27 @@ from pytest_containers.exceptions import (
 )
 
 from ..linux import syscalls as sc
-from ..linux.capabilities import CapabilitySets, UnknownCapabilityError
-from ..linux.cgroups import CgroupV1, CgroupV2, open_cgroup
-from ..linux.mounts import overlay_options, plan_rootfs
+from ..linux.cgroups import CgroupV1, CgroupV2
 from ..spec import to_config
 from ..state import default_state_root
 from ..types import ContainerSpec, ExecResult, ExitStatus, Stats
 from . import child
+from .config import namespaces_of
+from .hooks import run_hooks
 from .pipes import LinePipe as _LinePipe
 from .pipes import collect as _collect
 from .pipes import read_all as _read_all
+from .plan import Prepared, prepare
+from .process import ProcessPlan, prepare_process
 from .statedir import remove_state_dir as _remove_state_dir
 from .statedir import write_file as _write_file
 
-__all__ = ["NativeContainer", "NativeRuntime"]
+__all__ = ["NativeContainer", "NativeRuntime", "Spawned", "run_exec", "spawn", "start_error"]
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: seconds a container may take from fork to exec before ``start`` gives up
 START_TIMEOUT = 60.0
 #: seconds ``delete`` waits for the killed init to be reported
 DELETE_TIMEOUT = 10.0
-
-_NS_FLAGS = {
-    "mount": sc.CLONE_NEWNS, "uts": sc.CLONE_NEWUTS, "ipc": sc.CLONE_NEWIPC,
-    "network": sc.CLONE_NEWNET, "cgroup": sc.CLONE_NEWCGROUP,
-}
-_RLIMITS = {f"RLIMIT_{n}": getattr(resource, f"RLIMIT_{n}") for n in (
-    "AS", "CORE", "CPU", "DATA", "FSIZE", "LOCKS", "MEMLOCK", "MSGQUEUE", "NICE", "NOFILE",
-    "NPROC", "RSS", "RTPRIO", "RTTIME", "SIGPENDING", "STACK") if hasattr(resource, f"RLIMIT_{n}")}
 
 
 def _parse_error(data: bytes) -> tuple[str, int, str]:
@@ -83,17 +92,18 @@ def _parse_error(data: bytes) -> tuple[str, int, str]:
         return step, 0, rest
 
 
-def _env_dict(env: list[str] | tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in env:
-        key, sep, value = item.partition("=")
-        if sep and key:
-            out[key] = value
-    return out
-
-
-def _path_of(env: dict[str, str]) -> tuple[str, ...]:
-    return tuple(env.get("PATH", DEFAULT_PATH).split(":"))
+def start_error(container_id: str, args: Sequence[str], data: bytes) -> ContainerRuntimeError:
+    """The exception for an error report ``step\\0errno\\0message`` of the init:
+    ``CommandNotFoundError`` when ``exec`` failed with ENOENT, else
+    ``ContainerStartError`` with ``step`` and ``errno``."""
+    step, code, message = _parse_error(data)
+    if step == "exec" and code == errno.ENOENT:
+        return CommandNotFoundError(
+            f"command not found in container {container_id}: {args[0]!r} ({message})",
+            argv=list(args), container_id=container_id, step=step, errno=code)
+    return ContainerStartError(
+        f"container {container_id} failed to start at {step}: {message}",
+        container_id=container_id, argv=list(args), step=step, errno=code, stderr="")
 
 
 def _reap(pid: int) -> int | None:
@@ -104,21 +114,297 @@ def _reap(pid: int) -> int | None:
         return None
 
 
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, _signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap_within(pid: int, timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.0005)
+
+
+def _exited(pidfd: int, pid: int, timeout: float | None) -> bool:
+    """Whether our child ``pid`` has exited (is waitable), waiting up to ``timeout``
+    seconds (``None``: forever) for its pidfd to turn readable."""
+    if pidfd >= 0:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else math.ceil(max(0.0, timeout) * 1000)))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:  # no pidfd (pidfd_open failed): poll waitid
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:
+            return True  # already reaped: waitpid says so
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(0.001)
+
+
+# -- the one fork ---------------------------------------------------------------------
+
+#: held from ``unshare(CLONE_NEWPID)`` to the ``setns`` back (one fork at a time)
+_PIDNS_LOCK = threading.Lock()
+_own_pidns: tuple[int, int] = (0, -1)  # (pid of the opener, fd of /proc/self/ns/pid)
+
+
+def _own_pidns_fd() -> int:
+    """An fd of the caller's own pid namespace, opened once per process."""
+    global _own_pidns
+    pid, fd = _own_pidns
+    if pid != os.getpid() or fd < 0:  # first use, or a forked copy of the process
+        fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        _own_pidns = (os.getpid(), fd)
+    return fd
+
+
+def _fork_into_pidns(target: int | None) -> int:
+    """``fork`` a child in another pid namespace; returns its pid (0 in it).
+
+    ``target`` ``None``: a new one, the child is its PID 1 (the calling thread
+    ``unshare(CLONE_NEWPID)``\\ s, which only changes its own namespace for
+    children); else the fd of a pid namespace to join (``setns``). Then the thread
+    ``setns``\\ 's back into its own pid namespace. If that fails the child is
+    killed and reaped and ``ContainerStartError`` is raised: the thread is then
+    left in the dead namespace, where a fork fails (ENOMEM) instead of putting a
+    process into a container's namespace."""
+    with _PIDNS_LOCK:
+        own = _own_pidns_fd()
+        pid = -1
+        try:
+            if target is None:
+                sc.unshare(sc.CLONE_NEWPID)
+            else:
+                sc.setns(target, sc.CLONE_NEWPID)
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                try:
+                    sc.setns(own, sc.CLONE_NEWPID)
+                except OSError as exc:
+                    if pid > 0:
+                        _kill_quietly(pid)
+                        _reap(pid)
+                    raise ContainerStartError(
+                        f"cannot return to the caller's pid namespace: {exc}",
+                        step="pid namespace", errno=exc.errno) from exc
+        return pid
+
+
+def _fork_into_new_pidns() -> int:
+    """``fork`` a child that is PID 1 of a new pid namespace (:func:`_fork_into_pidns`)."""
+    return _fork_into_pidns(None)
+
+
+# -- spawn: fork, set up, report -------------------------------------------------------
+
+
+@dataclass
+class Spawned:
+    """A forked init: ``pid`` (host), ``pidfd`` (-1 without pidfd support),
+    ``fate_fd``: for a created init, the fd number (in the init) of the pipe that
+    reports what happens after ``start``; ``cgroup_created``: the cgroup is ours."""
+
+    pid: int
+    pidfd: int = -1
+    fate_fd: int = -1
+    cgroup_created: bool = False
+
+
+def _read_sync(pipe: _LinePipe, timeout: float) -> bytes | None:
+    """The next message of the init on the sync pipe (``N``, or a ``C<fd>`` line);
+    ``None`` at EOF (it died: its error is on the error pipe)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if pipe.buf[:1] == b"N":
+            pipe.buf = pipe.buf[1:]
+            return b"N"
+        if b"\n" in pipe.buf or pipe.eof:
+            return pipe.read_line(0)
+        remaining = max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([pipe.fd], [], [], remaining)
+        if not ready:
+            raise TimeoutError("no report from the init")
+        chunk = os.read(pipe.fd, 4096)
+        if not chunk:
+            pipe.eof = True
+        pipe.buf += chunk
+
+
+def spawn(prepared: Prepared, spawned: Spawned, *,
+          before_go: Callable[[], None] | None = None,
+          hooks_state: Callable[[], bytes] | None = None,
+          close_in_child: Sequence[int] = ()) -> None:
+    """Fork the init of ``prepared`` and bring it to ``exec`` (or, with an exec fifo,
+    to "created"), filling in ``spawned`` as it goes (so that the caller can tear
+    down whatever exists when this raises).
+
+    While the init sets up its namespaces and rootfs: ``before_go()`` (writes the
+    caller's files), the cgroup is created (on cgroup v2 the init is moved into
+    it). With hooks, once the init reports its namespaces: ``prestart`` and
+    ``createRuntime`` hooks (the cgroup made first), then the State JSON
+    ``hooks_state()`` is sent to the init (``createContainer``, ``startContainer``).
+    Then ``1`` on the go pipe; then the init's ``exec`` (EOF on the error pipe) or
+    its ``C`` report, or its error.
+
+    ``close_in_child``: fds of the caller the init must not keep (a locked one: the
+    ``flock`` would live as long as the init).
+
+    Raises ``ContainerStartError`` (``CommandNotFoundError`` when ``process.args[0]``
+    is missing), ``HookError`` for a failing hook.
+    """
+    plan = prepared.plan
+    err_r = err_w = life_r = life_w = go_r = go_w = sync_r = sync_w = -1
+    try:
+        err_r, err_w = os.pipe()
+        life_r, life_w = os.pipe()
+        go_r, go_w = os.pipe()
+        sync_r, sync_w = os.pipe()
+        mode = prepared.namespaces.pid
+        if mode == "new":
+            pid = _fork_into_new_pidns()
+        elif mode == "join":
+            pid = _fork_into_pidns(prepared.pid_ns_fd)
+        else:
+            pid = os.fork()
+        if pid == 0:
+            try:
+                for fd in (err_r, life_w, go_w, sync_r, *close_in_child):
+                    os.close(fd)
+                child.run_init(plan, err_w, life_r, go_r, sync_w)
+            finally:
+                os._exit(127)
+        spawned.pid = pid
+    except BaseException:
+        for fd in (err_r, life_w, go_w, sync_r):
+            if fd >= 0:
+                os.close(fd)
+        raise
+    finally:
+        for fd in (err_w, life_r, go_r, sync_w):
+            if fd >= 0:
+                os.close(fd)
+        prepared.close()
+    sync = _LinePipe(sync_r)
+    try:
+        try:
+            spawned.pidfd = os.pidfd_open(pid)
+        except OSError:
+            spawned.pidfd = -1  # waits poll waitid instead
+        if before_go is not None:
+            before_go()
+        if plan.sync_hooks:
+            if _read_sync(sync, START_TIMEOUT) != b"N":
+                raise _failure(prepared, err_r)
+        _create_cgroup(prepared, spawned)
+        moved: OSError | None = None
+        if plan.moved_by_caller:
+            try:
+                child.join_cgroup(tuple(str(p) for p in prepared.cgroup.procs_paths()), pid)
+            except OSError as exc:
+                moved = exc
+        if moved is None:
+            try:
+                if plan.sync_hooks:
+                    _run_runtime_hooks(prepared, hooks_state)
+                    os.write(go_w, b"S" + (hooks_state() if hooks_state else b"{}") + b"\n")
+                os.write(go_w, b"1")
+            except BrokenPipeError:
+                pass  # the init has failed already: its report is on the error pipe
+        os.close(go_w)  # without "1" the init exits (nothing to report)
+        go_w = -1
+        if plan.exec_fifo is not None:
+            line = _read_sync(sync, START_TIMEOUT)
+            if line is None or not line.startswith(b"C"):
+                raise _failure(prepared, err_r)
+            spawned.fate_fd = int(line[1:])
+            return
+        error = _read_all(err_r, START_TIMEOUT)
+        if error:
+            raise start_error(prepared.container_id, prepared.args, error)
+        if moved is not None:
+            raise ContainerStartError(
+                f"container {prepared.container_id} failed to start at cgroup: {moved}",
+                container_id=prepared.container_id, argv=list(prepared.args), step="cgroup",
+                errno=moved.errno) from moved
+    except TimeoutError as exc:
+        raise ContainerStartError(f"container {prepared.container_id} did not start within "
+                                  f"{START_TIMEOUT} s", container_id=prepared.container_id,
+                                  argv=list(prepared.args), step="timeout") from exc
+    finally:
+        for fd in (err_r, life_w, go_w):
+            if fd >= 0:
+                os.close(fd)
+        sync.close()
+
+
+def _failure(prepared: Prepared, err_r: int) -> ContainerRuntimeError:
+    """The init died before its report: its error, from the error pipe."""
+    error = _read_all(err_r, START_TIMEOUT)
+    return start_error(prepared.container_id, prepared.args,
+                       error or b"init\0\0the container init exited without a report")
+
+
+def _create_cgroup(prepared: Prepared, spawned: Spawned) -> None:
+    try:
+        prepared.cgroup.create(prepared.resources)  # type: ignore[arg-type]
+    except (OSError, ValueError) as exc:
+        raise ContainerStartError(
+            f"cannot create cgroup of container {prepared.container_id}: {exc}",
+            container_id=prepared.container_id, argv=list(prepared.args), step="cgroup",
+            errno=getattr(exc, "errno", None), field=getattr(exc, "field", None)) from exc
+    spawned.cgroup_created = True
+
+
+def _run_runtime_hooks(prepared: Prepared, hooks_state: Callable[[], bytes] | None) -> None:
+    """``prestart`` then ``createRuntime`` hooks, in the caller's namespaces."""
+    state = hooks_state() if hooks_state else b"{}"
+    for kind in ("prestart", "createRuntime"):
+        run_hooks(prepared.hooks.get(kind, ()), state)
+
+
+# -- in-process containers ------------------------------------------------------------
+
+
+def _passwd_root(layers: Sequence[Path]) -> str:
+    """The topmost layer with ``etc/passwd`` (where ``HOME`` is looked up)."""
+    for layer in reversed(layers):
+        if os.path.lexists(f"{layer}/etc/passwd"):
+            return str(layer)
+    return str(layers[-1])
+
+
 class NativeContainer:
     """A container run by :class:`NativeRuntime` (the ``Container`` protocol).
 
     ``pid`` is the host pid of the container's PID 1, a child of the process that
-    started it; signals go through a pidfd. ``capabilities``: the sets of
-    ``process.capabilities`` as masks, applied to PID 1 and to every exec.
+    started it; signals go through a pidfd. ``process``: the prepared
+    ``process`` of the config (:func:`~.process.prepare_process`), the base of
+    every :meth:`exec`.
     """
 
     def __init__(self, container_id: str, state_dir: Path, config: dict[str, Any],
-                 cgroup: CgroupV1 | CgroupV2, capabilities: CapabilitySets) -> None:
+                 cgroup: CgroupV1 | CgroupV2, process: ProcessPlan | None = None,
+                 passwd_root: str = "/") -> None:
         self.id = container_id
         self.state_dir = state_dir
         self.config = config
         self.cgroup = cgroup
-        self.capabilities = capabilities
+        self.process = process
+        self.passwd_root = passwd_root
         self.stdout_path = state_dir / "stdout"
         self.stderr_path = state_dir / "stderr"
         self.pid = 0
@@ -225,8 +511,9 @@ class NativeContainer:
              timeout: float | None = None) -> ExecResult:
         """Run ``args`` in the container's namespaces and cgroup to completion.
 
-        ``env`` (``KEY=value`` entries) and ``cwd`` default to the container's.
-        Raises ``CommandNotFoundError`` when ``args[0]`` is not in the container,
+        ``env`` (``KEY=value`` entries) and ``cwd`` default to the container's; the
+        user, capabilities and rlimits are the container's ``process``'s. Raises
+        ``CommandNotFoundError`` when ``args[0]`` is not in the container,
         ``TimeoutError`` after ``timeout`` seconds (the command is killed),
         ``ContainerRuntimeError`` when the container is not running.
         """
@@ -235,151 +522,77 @@ class NativeContainer:
         if self._deleted or self.poll() is not None:
             raise ContainerRuntimeError(f"container {self.id} is not running",
                                         container_id=self.id, argv=list(args))
+        process = dict(self.config["process"])
+        process["args"] = list(args)
+        if env is not None:
+            process["env"] = list(env)
+        if cwd is not None:
+            process["cwd"] = cwd
+        plan = prepare_process(process, self.passwd_root,
+                               seccomp=(self.config.get("linux") or {}).get("seccomp"))
         self._execs += 1  # an exec helper joins the cgroup outside the pid namespace
-        process = self.config["process"]
-        env_map = _env_dict(env if env is not None else process.get("env", ()))
-        ns_flags = sc.CLONE_NEWPID
-        for ns in self.config["linux"]["namespaces"]:
-            ns_flags |= _NS_FLAGS.get(ns["type"], 0)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        epipe_r, epipe_w = os.pipe()
-        status_r, status_w = os.pipe()
-        plan = child.ExecPlan(
-            target_pidfd=self._pidfd, target_pid=self.pid, ns_flags=ns_flags,
-            cgroup_procs=tuple(f"{d}/{rel}" for d, rel in self.cgroup.self_join_paths()),
-            args=tuple(args), env=env_map, path=_path_of(env_map),
-            cwd=cwd or process.get("cwd", "/"),
-            uid=process["user"].get("uid", 0), gid=process["user"].get("gid", 0),
-            caps=self.capabilities, no_new_privs=bool(process.get("noNewPrivileges")),
-            stdout_fd=out_w, stderr_fd=err_w,
-        )
-        parent = os.getpid()
-        helper = os.fork()
-        if helper == 0:
-            try:
-                for fd in (out_r, err_r, epipe_r, status_r):
-                    os.close(fd)
-                child.run_exec_helper(plan, epipe_w, status_w, parent)
-            finally:
-                os._exit(127)
-        for fd in (out_w, err_w, epipe_w, status_w):
-            os.close(fd)
-        status_pipe = _LinePipe(status_r)
-        target = 0
+        return run_exec(self.id, self._pidfd, self.pid, self.config, self.cgroup, plan,
+                        timeout=timeout)
+
+
+def run_exec(container_id: str, pidfd: int, pid: int, config: Mapping[str, Any],
+             cgroup: CgroupV1 | CgroupV2, plan: ProcessPlan, *,
+             timeout: float | None = None) -> ExecResult:
+    """Run ``plan`` in the namespaces of ``pid`` (its ``pidfd``) and in ``cgroup``, to
+    completion, output captured. Raises ``CommandNotFoundError``, ``TimeoutError``
+    (the command is killed), ``ContainerRuntimeError`` (step, errno)."""
+    args = list(plan.args)
+    ns_flags = namespaces_of(config).all_flags
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    epipe_r, epipe_w = os.pipe()
+    status_r, status_w = os.pipe()
+    exec_plan = child.ExecPlan(
+        target_pidfd=pidfd, target_pid=pid, ns_flags=ns_flags,
+        cgroup_procs=tuple(f"{d}/{rel}" for d, rel in cgroup.self_join_paths()),
+        process=plan, stdout_fd=out_w, stderr_fd=err_w)
+    parent = os.getpid()
+    helper = os.fork()
+    if helper == 0:
         try:
-            error = _read_all(epipe_r, START_TIMEOUT)
-            if error:
-                step, code, message = _parse_error(error)
-                if step == "exec" and code == errno.ENOENT:
-                    raise CommandNotFoundError(
-                        f"command not found in container {self.id}: {args[0]!r}",
-                        argv=list(args), container_id=self.id)
-                raise ContainerRuntimeError(
-                    f"exec in container {self.id} failed at {step}: {message}",
-                    argv=list(args), container_id=self.id, step=step, errno=code)
-            line = status_pipe.read_line(START_TIMEOUT)
-            target = int(line[1:]) if line and line.startswith(b"P") else 0
-            stdout, stderr, status = _collect(out_r, err_r, status_pipe, timeout)
-        except TimeoutError:
-            if target:
-                _kill_quietly(target)
-            raise TimeoutError(
-                f"exec {args!r} in {self.id} still running after {timeout} s") from None
-        finally:
-            for fd in (out_r, err_r, epipe_r):
+            for fd in (out_r, err_r, epipe_r, status_r):
                 os.close(fd)
-            status_pipe.close()
-            if _reap_within(helper, 1.0) is None:
-                _kill_quietly(helper)
-                _reap(helper)
-        result = ExitStatus.from_wait_status(status)
-        return ExecResult(exit_code=result.exit_code, stdout=stdout, stderr=stderr,
-                          signal=result.signal)
-
-
-
-def _kill_quietly(pid: int) -> None:
-    try:
-        os.kill(pid, _signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _reap_within(pid: int, timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return 0
-        if done:
-            return status
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.0005)
-
-
-def _exited(pidfd: int, pid: int, timeout: float | None) -> bool:
-    """Whether our child ``pid`` has exited (is waitable), waiting up to ``timeout``
-    seconds (``None``: forever) for its pidfd to turn readable."""
-    if pidfd >= 0:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else math.ceil(max(0.0, timeout) * 1000)))
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:  # no pidfd (pidfd_open failed): poll waitid
-        try:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return True
-        except ChildProcessError:
-            return True  # already reaped: waitpid says so
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        time.sleep(0.001)
-
-
-#: held from ``unshare(CLONE_NEWPID)`` to the ``setns`` back (one fork at a time)
-_PIDNS_LOCK = threading.Lock()
-_own_pidns: tuple[int, int] = (0, -1)  # (pid of the opener, fd of /proc/self/ns/pid)
-
-
-def _own_pidns_fd() -> int:
-    """An fd of the caller's own pid namespace, opened once per process."""
-    global _own_pidns
-    pid, fd = _own_pidns
-    if pid != os.getpid() or fd < 0:  # first use, or a forked copy of the process
-        fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        _own_pidns = (os.getpid(), fd)
-    return fd
-
-
-def _fork_into_new_pidns() -> int:
-    """``fork`` a child that is PID 1 of a new pid namespace; returns its pid (0 in it).
-
-    The calling thread ``unshare(CLONE_NEWPID)``\\ s (which only changes its own
-    namespace for children), forks, then ``setns`` back into its own pid namespace.
-    If that fails the child is killed and reaped and ``ContainerStartError`` is
-    raised: the thread is then left in the dead namespace, where a fork fails
-    (ENOMEM) instead of putting a process into a container's namespace."""
-    with _PIDNS_LOCK:
-        own = _own_pidns_fd()
-        pid = -1
-        try:
-            sc.unshare(sc.CLONE_NEWPID)
-            pid = os.fork()
+            child.run_exec_helper(exec_plan, epipe_w, status_w, parent)
         finally:
-            if pid != 0:
-                try:
-                    sc.setns(own, sc.CLONE_NEWPID)
-                except OSError as exc:
-                    if pid > 0:
-                        _kill_quietly(pid)
-                        _reap(pid)
-                    raise ContainerStartError(
-                        f"cannot return to the caller's pid namespace: {exc}",
-                        step="pid namespace", errno=exc.errno) from exc
-        return pid
+            os._exit(127)
+    for fd in (out_w, err_w, epipe_w, status_w):
+        os.close(fd)
+    status_pipe = _LinePipe(status_r)
+    target = 0
+    try:
+        error = _read_all(epipe_r, START_TIMEOUT)
+        if error:
+            step, code, message = _parse_error(error)
+            if step == "exec" and code == errno.ENOENT:
+                raise CommandNotFoundError(
+                    f"command not found in container {container_id}: {args[0]!r}",
+                    argv=args, container_id=container_id)
+            raise ContainerRuntimeError(
+                f"exec in container {container_id} failed at {step}: {message}",
+                argv=args, container_id=container_id, step=step, errno=code)
+        line = status_pipe.read_line(START_TIMEOUT)
+        target = int(line[1:]) if line and line.startswith(b"P") else 0
+        stdout, stderr, status = _collect(out_r, err_r, status_pipe, timeout)
+    except TimeoutError:
+        if target:
+            _kill_quietly(target)
+        raise TimeoutError(
+            f"exec {args!r} in {container_id} still running after {timeout} s") from None
+    finally:
+        for fd in (out_r, err_r, epipe_r):
+            os.close(fd)
+        status_pipe.close()
+        if _reap_within(helper, 1.0) is None:
+            _kill_quietly(helper)
+            _reap(helper)
+    result = ExitStatus.from_wait_status(status)
+    return ExecResult(exit_code=result.exit_code, stdout=stdout, stderr=stderr,
+                      signal=result.signal)
 
 
 class NativeRuntime:
@@ -400,8 +613,9 @@ class NativeRuntime:
         """Nothing to release: the engine keeps no helper process between containers."""
 
     def start(self, spec: ContainerSpec, *, container_id: str) -> NativeContainer:
-        """Create and start a container (see ``Runtime.start``). On failure nothing is
-        left: process, cgroup, state dir."""
+        """Create and start a container (see ``Runtime.start``): :func:`~..spec.to_config`
+        with the overlay of ``spec.layers`` as its rootfs, then :func:`prepare` and
+        :func:`spawn`. On failure nothing is left: process, cgroup, state dir."""
         if not spec.args:
             raise ContainerStartError("a container needs a command (args is empty)",
                                       container_id=container_id, argv=[])
@@ -419,150 +633,49 @@ class NativeRuntime:
         except FileExistsError as exc:
             raise ContainerStartError(f"container {container_id} already exists",
                                       container_id=container_id, argv=list(spec.args)) from exc
+        out = err = -1
+        spawned = Spawned(pid=0)
+        container: NativeContainer | None = None
         try:
             # before the fork: the sweep needs the owner of anything that may remain
             _write_file(f"{state_dir}/owner", b"%d\n" % os.getpid())
-            config = to_config(spec, container_id=container_id, rootfs=str(state_dir / "rootfs"))
-            try:
-                caps = CapabilitySets.from_config(config["process"].get("capabilities"))
-            except UnknownCapabilityError as exc:
-                raise ContainerStartError(
-                    f"container {container_id}: {exc}", container_id=container_id,
-                    argv=list(spec.args), step="capabilities") from exc
-            container = NativeContainer(container_id, state_dir, config,
-                                        open_cgroup(config["linux"]["cgroupsPath"]), caps)
-        except BaseException:
-            _remove_state_dir(state_dir)
-            raise
-        try:
-            self._launch(spec, container)
-        except BaseException:
-            container.delete()
-            raise
-        return container
-
-    def _prepare(self, spec: ContainerSpec, container: NativeContainer) -> None:
-        """``config.json`` and the cgroup with its limits: done by the caller while its
-        freshly forked init sets up namespaces and mounts."""
-        # the C encoder; config.json is the seam with ptc-runtime and runc
-        _write_file(f"{container.state_dir}/config.json",
-                    json.dumps(container.config, separators=(",", ":")).encode())
-        try:
-            container.cgroup.create(spec.resources)
-        except OSError as exc:
-            raise ContainerStartError(
-                f"cannot create cgroup of container {container.id}: {exc}",
-                container_id=container.id, argv=list(spec.args), step="cgroup",
-                errno=exc.errno) from exc
-        container._owns_cgroup = True
-
-    def _plan(self, spec: ContainerSpec, container: NativeContainer, out: int, err: int
-              ) -> child.InitPlan:
-        config = container.config
-        process = config["process"]
-        env = _env_dict(process.get("env", ()))
-        flags = 0
-        types = set()
-        for ns in config["linux"]["namespaces"]:
-            types.add(ns["type"])
-            flags |= _NS_FLAGS.get(ns["type"], 0)
-        rlimits = tuple((_RLIMITS[r["type"]], r["soft"], r["hard"])
-                        for r in process.get("rlimits", ()) if r["type"] in _RLIMITS)
-        state_dir = container.state_dir
-        cgroup = container.cgroup
-        return child.InitPlan(
-            rootfs=plan_rootfs(config, state_dir / "rootfs"),
-            overlay_data=overlay_options(spec.layers, state_dir / "upper", state_dir / "work"),
-            # v2 has no lock-free self move: the caller moves the init (see _launch)
-            cgroup_join=tuple((str(d), rel) for d, rel in cgroup.self_join_paths())
-            if cgroup.version == 1 else (),
-            moved_by_caller=cgroup.version != 1,
-            unshare_flags=flags,
-            hostname=config.get("hostname") if "uts" in types else None,
-            loopback="network" in types,
-            args=tuple(process["args"]), env=env, path=_path_of(env),
-            cwd=process.get("cwd", "/"),
-            uid=process["user"].get("uid", 0), gid=process["user"].get("gid", 0),
-            rlimits=rlimits, caps=container.capabilities,
-            no_new_privs=bool(process.get("noNewPrivileges")),
-            stdout_fd=out, stderr_fd=err,
-        )
-
-    def _launch(self, spec: ContainerSpec, c: NativeContainer) -> None:
-        """Fork the init, then, while it sets up its namespaces and rootfs, write
-        ``config.json`` and create the cgroup (:meth:`_prepare`; on cgroup v2 also
-        move the init into it) and send ``1`` on the go pipe; then wait for its
-        ``exec`` (EOF on the error pipe) or its error report."""
-        out = err = epipe_r = epipe_w = life_r = life_w = go_r = go_w = -1
-        try:
-            base = str(c.state_dir)
+            rootfs = f"{state_dir}/rootfs"
+            config = to_config(spec, container_id=container_id, rootfs=rootfs)
+            base = str(state_dir)
             for name in ("rootfs", "upper", "work"):
                 os.mkdir(f"{base}/{name}")
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            out = os.open(c.stdout_path, flags, 0o644)
-            err = os.open(c.stderr_path, flags, 0o644)
-            plan = self._plan(spec, c, out, err)
-            epipe_r, epipe_w = os.pipe()
-            life_r, life_w = os.pipe()
-            go_r, go_w = os.pipe()
-            pid = _fork_into_new_pidns()
-            if pid == 0:
-                try:
-                    os.close(epipe_r)
-                    os.close(life_w)
-                    os.close(go_w)
-                    child.run_init(plan, epipe_w, life_r, go_r)
-                finally:
-                    os._exit(127)
-            c.pid = pid
-        except BaseException:
-            for fd in (epipe_r, life_w, go_w):
+            out = os.open(f"{base}/stdout", flags, 0o644)
+            err = os.open(f"{base}/stderr", flags, 0o644)
+            passwd_root = _passwd_root(spec.layers)
+            prepared = prepare(config, container_id=container_id, state_dir=state_dir,
+                               bundle=base, rootfs=rootfs, layers=spec.layers,
+                               stdout_fd=out, stderr_fd=err, resources=spec.resources,
+                               passwd_root=passwd_root, checked=True)
+            container = NativeContainer(container_id, state_dir, config, prepared.cgroup,
+                                        prepared.plan.process, passwd_root)
+            # config.json is the seam with ptc-runtime and runc; the C encoder
+            data = json.dumps(config, separators=(",", ":")).encode()
+            spawn(prepared, spawned,
+                  before_go=lambda: _write_file(f"{base}/config.json", data))
+        except BaseException as exc:
+            for fd in (out, err):
                 if fd >= 0:
                     os.close(fd)
+            if container is None:
+                _remove_state_dir(state_dir)
+                if isinstance(exc, ValueError) and not isinstance(exc, ContainerStartError):
+                    raise ContainerStartError(
+                        f"container {container_id}: {exc}", container_id=container_id,
+                        argv=list(spec.args), step="config",
+                        field=getattr(exc, "option", None)) from exc
+                raise
+            container.pid, container._pidfd = spawned.pid, spawned.pidfd
+            container._owns_cgroup = spawned.cgroup_created
+            container.delete()
             raise
-        finally:
-            for fd in (out, err, epipe_w, life_r, go_r):
-                if fd >= 0:
-                    os.close(fd)
-        try:
-            try:
-                c._pidfd = os.pidfd_open(pid)
-            except OSError:
-                c._pidfd = -1  # waits poll waitid instead
-            self._prepare(spec, c)
-            moved: OSError | None = None
-            if plan.moved_by_caller:
-                try:
-                    child.join_cgroup(tuple(str(p) for p in c.cgroup.procs_paths()), pid)
-                except OSError as exc:
-                    moved = exc
-            if moved is None:
-                try:
-                    os.write(go_w, b"1")
-                except BrokenPipeError:
-                    pass  # the init has failed already: its report is on the error pipe
-            os.close(go_w)  # without "1" the init exits (nothing to report)
-            go_w = -1
-            error = _read_all(epipe_r, START_TIMEOUT)
-            if not error and moved is not None:
-                raise ContainerStartError(
-                    f"container {c.id} failed to start at cgroup: {moved}",
-                    container_id=c.id, argv=list(spec.args), step="cgroup",
-                    errno=moved.errno) from moved
-        except TimeoutError as exc:
-            raise ContainerStartError(f"container {c.id} did not start within "
-                                      f"{START_TIMEOUT} s", container_id=c.id,
-                                      argv=list(spec.args), step="timeout") from exc
-        finally:
-            for fd in (epipe_r, life_w, go_w):
-                if fd >= 0:
-                    os.close(fd)
-        if error:
-            step, code, message = _parse_error(error)
-            if step == "exec" and code == errno.ENOENT:
-                raise CommandNotFoundError(
-                    f"command not found in the image: {spec.args[0]!r}",
-                    argv=list(spec.args), container_id=c.id)
-            raise ContainerStartError(
-                f"container {c.id} failed to start at {step}: {message}",
-                container_id=c.id, argv=list(spec.args), step=step, errno=code, stderr="")
+        for fd in (out, err):
+            os.close(fd)
+        container.pid, container._pidfd = spawned.pid, spawned.pidfd
+        container._owns_cgroup = spawned.cgroup_created
+        return container

@@ -2,7 +2,9 @@
 
 ``<state_root>/<id>``: ``config.json``, ``owner``, ``stdout``, ``stderr``,
 ``rootfs/`` (the overlay's mount point, mounted only inside the container),
-``upper/`` and ``work/`` (the overlay's; ``work/work`` is overlayfs's own). On a
+``upper/`` and ``work/`` (the overlay's; ``work/work`` is overlayfs's own); for a
+``ptc-runtime`` container ``state.json`` (and its ``.tmp``) and ``exec.fifo``
+(:mod:`.state`). On a
 filesystem mounted with ``discard`` every freed block is a synchronous discard
 (0.1-2 ms each), so removal does one ``unlink``/``rmdir`` per entry and walks
 only what the container left behind.
@@ -29,7 +31,8 @@ def _remove_tree(path: Path) -> None:
 
 
 #: the state dir's files, and its dirs deepest first (``work/work``: overlayfs's own)
-_STATE_FILES = ("config.json", "owner", "stdout", "stderr")
+_STATE_FILES = ("config.json", "owner", "stdout", "stderr", "exec.fifo", "state.json",
+                "state.json.tmp")
 _STATE_DIRS = ("rootfs", "work/work", "work", "upper")
 
 

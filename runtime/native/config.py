@@ -1,0 +1,272 @@
+"""The runtime-side checks of a config.json: what the engine needs besides the
+process (:mod:`.process`), the mounts (:mod:`..linux.rootfs`) and the cgroup
+resources (:mod:`..linux.cgroups`), which check their own parts.
+
+Implements runtime-spec ``config.md`` ``#specification-version`` (any 1.x
+``ociVersion``), ``#root``, ``#hostname``, ``#annotations`` and
+``config-linux.md`` ``#namespaces`` (new ones, and joined by ``path``, checked
+to be a namespace of that type with the ``NS_GET_NSTYPE`` ioctl of
+``ioctl_ns(2)``), ``#control-groups`` (``cgroupsPath``), ``#sysctl`` (only
+namespaced keys, as runc). Unknown properties are ignored (``config.md``
+extensibility); a known one of the wrong type, or a value the engine cannot
+honour, raises ``InvalidOptionError`` (a ``ValueError``) whose ``option`` names
+the field, e.g. ``linux.namespaces[2].type``.
+
+User and time namespaces are not supported (an error says so).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_containers.exceptions import InvalidOptionError
+
+from ..linux import syscalls as sc
+
+__all__ = ["NAMESPACE_FLAGS", "Namespaces", "cgroup_path_of", "check_config", "field_of",
+           "namespaces_of", "open_namespace", "root_of", "sysctl_of"]
+
+#: ``ociVersion`` values we run: 1.x (SemVer 2.0.0, pre-release and build allowed)
+_VERSION = re.compile(r"1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?\Z")
+#: runtime-spec namespace types -> ``CLONE_NEW*``
+NAMESPACE_FLAGS = {
+    "pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS,
+    "ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "cgroup": sc.CLONE_NEWCGROUP,
+}
+_UNSUPPORTED_NAMESPACES = {"user": "user namespaces are not supported by ptc-runtime yet",
+                           "time": "time namespaces are not supported by ptc-runtime"}
+#: order of ``setns`` for namespaces given by path (mount last: paths resolve before it)
+_JOIN_ORDER = ("ipc", "uts", "network", "cgroup", "mount")
+#: ``ioctl_ns(2)`` ``NS_GET_NSTYPE``: the ``CLONE_NEW*`` type of a namespace fd
+_NS_GET_NSTYPE = 0xB703
+#: ipc-namespaced sysctls (runc ``validate/validator.go``)
+_IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                          "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+                          "kernel.shm_rmid_forced"})
+_UTS_SYSCTLS = frozenset({"kernel.hostname", "kernel.domainname"})
+
+
+def _bad(field: str, value: Any, why: str) -> InvalidOptionError:
+    return InvalidOptionError(f"{field}: {why} (got {value!r})", option=field, value=value)
+
+
+def _object(value: Any, field: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _bad(field, value, "must be an object")
+    return value
+
+
+def _string(value: Any, field: str) -> str:
+    if not isinstance(value, str) or "\0" in value:
+        raise _bad(field, value, "must be a string")
+    return value
+
+
+def check_config(config: Any) -> None:
+    """The top-level shape: ``ociVersion`` 1.x, ``root`` (``path`` a non-empty string,
+    ``readonly`` a boolean), ``hostname``/``domainname`` strings, ``annotations``
+    an object of strings, ``process``/``linux``/``hooks`` objects, ``mounts`` an
+    array, no ``linux.uidMappings``/``gidMappings`` (user namespaces). Raises
+    ``InvalidOptionError`` naming the field."""
+    if not isinstance(config, Mapping):
+        raise _bad("config.json", type(config).__name__, "must be a JSON object")
+    version = config.get("ociVersion")
+    if not isinstance(version, str) or not _VERSION.match(version):
+        raise _bad("ociVersion", version, "must be a runtime-spec 1.x version like '1.0.2'")
+    root = config.get("root")
+    if not isinstance(root, Mapping):
+        raise _bad("root", root, "must be an object with 'path'")
+    path = root.get("path")
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise _bad("root.path", path, "must be a non-empty path")
+    if not isinstance(root.get("readonly", False), bool):
+        raise _bad("root.readonly", root.get("readonly"), "must be true or false")
+    for key in ("hostname", "domainname"):
+        if config.get(key) is not None:
+            _string(config[key], key)
+    for key, value in _object(config.get("annotations"), "annotations").items():
+        if not isinstance(value, str):
+            raise _bad(f"annotations[{key!r}]", value, "must be a string")
+    for key in ("process", "linux", "hooks"):
+        _object(config.get(key), key)
+    mounts = config.get("mounts")
+    if mounts is not None and (isinstance(mounts, (str, bytes))
+                               or not isinstance(mounts, Sequence)):
+        raise _bad("mounts", mounts, "must be an array")
+    linux = _object(config.get("linux"), "linux")
+    for key in ("uidMappings", "gidMappings"):
+        if linux.get(key):
+            raise _bad(f"linux.{key}", linux[key], _UNSUPPORTED_NAMESPACES["user"])
+
+
+def root_of(config: Mapping[str, Any], bundle: str) -> str:
+    """The rootfs on the host: ``root.path``, relative to ``bundle`` unless absolute,
+    normalized. Raises ``InvalidOptionError`` (``root.path``) when it is not a
+    directory."""
+    path = config["root"]["path"]
+    full = os.path.normpath(path if os.path.isabs(path) else os.path.join(bundle, path))
+    if not os.path.isdir(full):
+        raise _bad("root.path", path, f"{full} is not a directory")
+    return full
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    """``linux.namespaces`` parsed. ``types``: every type listed; ``new_flags``: the
+    ``CLONE_NEW*`` of those without ``path`` (pid and cgroup included); ``joined``:
+    ``(type, path)`` of those with one, in ``setns`` order (pid excluded); ``pid``:
+    ``"new"``, ``"join"`` (``pid_path``) or ``"host"``; ``cgroup``: ``"new"``,
+    ``"join"`` (``cgroup_path``) or ``""``."""
+
+    types: frozenset[str]
+    new_flags: int
+    joined: tuple[tuple[str, str], ...]
+    pid: str
+    pid_path: str = ""
+    cgroup: str = ""
+    cgroup_path: str = ""
+
+    @property
+    def unshare_flags(self) -> int:
+        """What the init unshares itself: the new ones but pid (made at the fork) and
+        cgroup (made once the init is in its cgroup)."""
+        return self.new_flags & ~(sc.CLONE_NEWPID | sc.CLONE_NEWCGROUP)
+
+    @property
+    def all_flags(self) -> int:
+        """``CLONE_NEW*`` of every listed type: what an ``exec`` joins."""
+        flags = 0
+        for kind in self.types:
+            flags |= NAMESPACE_FLAGS[kind]
+        return flags
+
+
+def namespaces_of(config: Mapping[str, Any]) -> Namespaces:
+    """Parse ``linux.namespaces``: each entry an object with a known ``type`` (at most
+    once) and an optional absolute ``path``; a mount namespace is required (the
+    rootfs is set up in it). Raises ``InvalidOptionError`` naming
+    ``linux.namespaces[i].type`` or ``.path``."""
+    linux = _object(config.get("linux"), "linux")
+    entries = linux.get("namespaces") or []
+    if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
+        raise _bad("linux.namespaces", entries, "must be an array")
+    types: set[str] = set()
+    new = 0
+    joined: dict[str, str] = {}
+    for i, entry in enumerate(entries):
+        where = f"linux.namespaces[{i}]"
+        if not isinstance(entry, Mapping):
+            raise _bad(where, entry, "must be an object")
+        kind = entry.get("type")
+        if kind in _UNSUPPORTED_NAMESPACES:
+            raise _bad(f"{where}.type", kind, _UNSUPPORTED_NAMESPACES[kind])
+        if kind not in NAMESPACE_FLAGS:
+            raise _bad(f"{where}.type", kind,
+                       "unknown namespace type; one of " + ", ".join(sorted(NAMESPACE_FLAGS)))
+        if kind in types:
+            raise _bad(f"{where}.type", kind, "listed twice")
+        types.add(kind)
+        path = entry.get("path") or ""
+        if path:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise _bad(f"{where}.path", path, "must be an absolute path")
+            joined[kind] = path
+        else:
+            new |= NAMESPACE_FLAGS[kind]
+    if "mount" not in types:
+        raise _bad("linux.namespaces", [e.get("type") for e in entries if isinstance(e, Mapping)],
+                   "a mount namespace is required")
+    return Namespaces(
+        types=frozenset(types), new_flags=new,
+        joined=tuple((k, joined[k]) for k in _JOIN_ORDER if k in joined and k != "cgroup"),
+        pid="join" if "pid" in joined else ("new" if "pid" in types else "host"),
+        pid_path=joined.get("pid", ""),
+        cgroup="join" if "cgroup" in joined else ("new" if "cgroup" in types else ""),
+        cgroup_path=joined.get("cgroup", ""))
+
+
+def open_namespace(kind: str, path: str, field: str) -> int:
+    """Open the namespace file ``path`` (close-on-exec) and check that it is a namespace
+    of ``kind`` (``NS_GET_NSTYPE``). Raises ``InvalidOptionError`` naming ``field``
+    when it cannot be opened or is of another type; closes it then."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _bad(field, path, f"cannot open the {kind} namespace: {exc.strerror}") from None
+    try:
+        found = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError as exc:
+        os.close(fd)
+        raise _bad(field, path, f"not a namespace file: {exc.strerror}") from None
+    if found != NAMESPACE_FLAGS[kind]:
+        os.close(fd)
+        other = next((k for k, v in NAMESPACE_FLAGS.items() if v == found), hex(found))
+        raise _bad(field, path, f"is a {other} namespace, not {kind}")
+    return fd
+
+
+def field_of(config: Mapping[str, Any], kind: str) -> str:
+    """``linux.namespaces[i].path`` of the entry of ``kind``, for messages."""
+    for i, entry in enumerate((config.get("linux") or {}).get("namespaces") or ()):
+        if isinstance(entry, Mapping) and entry.get("type") == kind:
+            return f"linux.namespaces[{i}].path"
+    return "linux.namespaces"
+
+
+def cgroup_path_of(config: Mapping[str, Any], container_id: str) -> str:
+    """``linux.cgroupsPath`` as an absolute cgroup path: absent or empty, ``/ptc/<id>``;
+    relative, under ``/ptc`` (the spec leaves relative paths to the runtime). Raises
+    ``InvalidOptionError`` for a non-string, ``..``, or systemd's ``slice:prefix:name``
+    form (``--systemd-cgroup`` is not supported)."""
+    linux = _object(config.get("linux"), "linux")
+    path = linux.get("cgroupsPath")
+    if path is None or path == "":
+        return f"/ptc/{container_id}"
+    path = _string(path, "linux.cgroupsPath")
+    if ":" in path and not path.startswith("/"):
+        raise _bad("linux.cgroupsPath", path,
+                   "systemd's 'slice:prefix:name' form needs --systemd-cgroup, which "
+                   "ptc-runtime does not support; give a cgroupfs path like /ptc/<id>")
+    parts = [p for p in path.split("/") if p]
+    if not parts or ".." in parts:
+        raise _bad("linux.cgroupsPath", path, "must name a cgroup, without '..'")
+    return "/" + "/".join(parts) if path.startswith("/") else "/ptc/" + "/".join(parts)
+
+
+def sysctl_of(config: Mapping[str, Any], namespaces: Namespaces
+              ) -> tuple[tuple[str, str], ...]:
+    """``linux.sysctl`` as ``(path under /proc/sys, value)``: only sysctls of a namespace
+    the container has (ipc: ``kernel.msg*``, ``kernel.sem``, ``kernel.shm*``,
+    ``fs.mqueue.*``; network: ``net.*``; uts: ``kernel.hostname``,
+    ``kernel.domainname``), as runc. Raises ``InvalidOptionError`` naming
+    ``linux.sysctl[<key>]``."""
+    linux = _object(config.get("linux"), "linux")
+    sysctl = _object(linux.get("sysctl"), "linux.sysctl")
+    out = []
+    for key, value in sysctl.items():
+        field = f"linux.sysctl[{key!r}]"
+        if not isinstance(value, str):
+            raise _bad(field, value, "must be a string")
+        if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+            needed = "ipc"
+        elif key.startswith("net."):
+            needed = "network"
+        elif key in _UTS_SYSCTLS:
+            needed = "uts"
+        else:
+            raise _bad(field, key, "is not in a namespace of the container (only ipc, "
+                       "network and uts sysctls can be set)")
+        if needed not in namespaces.types:
+            raise _bad(field, key, f"needs a {needed} namespace in linux.namespaces")
+        path = key.replace(".", "/")
+        if ".." in path.split("/"):
+            raise _bad(field, key, "must not contain '..'")
+        out.append((path, value))
+    return tuple(out)

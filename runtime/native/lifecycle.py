@@ -1,0 +1,706 @@
+"""The operations of ``ptc-runtime`` on containers that outlive one command.
+
+Implements runtime-spec ``runtime.md`` (``#operations``: create, start, state,
+kill, delete; ``#lifecycle`` with its hooks) the way runc 1.1's command line
+does: ``create`` leaves the container "created" (namespaces, mounts, cgroup
+ready; the init waits on ``<root>/<id>/exec.fifo``) and exits, ``start``
+releases it, ``delete`` removes what ``create`` made. Each operation reads and
+writes ``<root>/<id>/state.json`` (:mod:`.state`) and takes an ``flock`` of the
+state dir, so two commands never act on one container at the same time.
+
+Lifetime: a created init has no parent-death signal; once ``create`` exits it
+is reparented to the nearest subreaper (conmon, a shell with
+``PR_SET_CHILD_SUBREAPER``) or to init, which reaps it. A zombie nobody reaped
+yet counts as ``stopped``. Nothing removes such a container but ``delete``
+(as runc): the sweep (:mod:`~..sweep`) leaves state dirs without a live owner
+alone when they hold a created container (no ``owner`` file), and sweeps only
+what a killed ``create`` or foreground ``run`` left.
+
+Errors are ``ContainerRuntimeError`` (``container_id``) with runc's wording
+where tools match on it ("does not exist", "not running", "not stopped").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import select
+import signal as _signal
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_containers.exceptions import (
+    ContainerRuntimeError,
+    ContainerStartError,
+    InvalidOptionError,
+)
+
+from ..linux.cgroups import CgroupV1, CgroupV2, open_cgroup
+from . import child
+from .config import check_config, namespaces_of, root_of
+from .engine import START_TIMEOUT, Spawned, spawn, start_error
+from .hooks import parse_hooks, run_hooks
+from .pipes import LinePipe, read_all
+from .plan import Prepared, prepare
+from .process import prepare_process
+from .state import (
+    EXEC_FIFO,
+    ContainerState,
+    Status,
+    load_state,
+    proc_start_time,
+    process_alive,
+)
+from .statedir import remove_state_dir, write_file
+
+__all__ = ["ContainerNotFoundError", "check_id", "create", "delete", "exec_process",
+           "kill", "list_containers", "parse_signal", "pause", "ps", "resume", "run",
+           "saved_state", "start", "state"]
+
+#: container ids as runc accepts them
+_ID = re.compile(r"^[\w+.-]+\Z")
+#: seconds ``delete --force`` waits for the killed init to be gone
+KILL_TIMEOUT = 10.0
+
+
+class ContainerNotFoundError(ContainerRuntimeError, LookupError):
+    """No container of that id under the root. Fields: ``container_id``."""
+
+
+def check_id(container_id: str) -> None:
+    """Raise ``ValueError`` unless ``container_id`` is a runc-style id (letters,
+    digits, ``_ + . -``; not ``.`` or ``..``)."""
+    if not container_id or not _ID.match(container_id) or container_id in (".", ".."):
+        raise ValueError(f"invalid container id {container_id!r}: use letters, digits and "
+                         "_ + . -")
+
+
+def parse_signal(text: str | int) -> int:
+    """A signal number from ``TERM``, ``SIGTERM``, ``term`` or ``15``; ``ValueError``
+    naming it otherwise."""
+    value = str(text).strip()
+    if value.isdigit():
+        number = int(value)
+        if 0 < number < _signal.NSIG:
+            return number
+    else:
+        name = value.upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        sig = getattr(_signal.Signals, name, None) if name.isidentifier() else None
+        if isinstance(sig, _signal.Signals):
+            return int(sig)
+        rt = re.fullmatch(r"SIGRTMIN(?:\+(\d+))?|SIGRTMAX(?:-(\d+))?", name)
+        if rt:
+            number = (_signal.SIGRTMIN + int(rt.group(1) or 0)) if name.startswith("SIGRTMIN") \
+                else (_signal.SIGRTMAX - int(rt.group(2) or 0))
+            if _signal.SIGRTMIN <= number <= _signal.SIGRTMAX:
+                return number
+    raise ValueError(f"unknown signal {text!r}")
+
+
+# -- the state dir ---------------------------------------------------------------------
+
+
+def _state_dir(root: Path, container_id: str) -> Path:
+    check_id(container_id)
+    return root / container_id
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path, container_id: str) -> Iterator[None]:
+    """``flock`` the state dir (waits for another command on the same container)."""
+    try:
+        fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _not_found(container_id) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _not_found(container_id: str) -> ContainerNotFoundError:
+    return ContainerNotFoundError(f"container {container_id!r} does not exist",
+                                  container_id=container_id)
+
+
+def _owner_alive(state_dir: Path) -> bool:
+    try:
+        pid = int((state_dir / "owner").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _load(root: Path, container_id: str) -> tuple[Path, ContainerState]:
+    state_dir = _state_dir(root, container_id)
+    try:
+        saved = load_state(state_dir)
+    except ValueError as exc:
+        raise ContainerRuntimeError(str(exc), container_id=container_id) from None
+    if saved is None:
+        raise _not_found(container_id)
+    return state_dir, saved
+
+
+def saved_state(root: Path, container_id: str) -> ContainerState:
+    """The container's ``state.json`` as saved (its config included). Raises
+    ``ContainerNotFoundError``."""
+    return _load(root, container_id)[1]
+
+
+def _cgroup(saved: ContainerState) -> CgroupV1 | CgroupV2:
+    return open_cgroup(saved.cgroup_path)
+
+
+def _status(state_dir: Path, saved: ContainerState) -> Status:
+    """The status now (:meth:`ContainerState.current_status`); a container still
+    being created is ``creating`` while its creator lives."""
+    if saved.status == "creating":
+        return "creating" if _owner_alive(state_dir) else "stopped"
+    status = saved.current_status(state_dir)
+    if status == "running" and saved.cgroup_created:
+        try:
+            if getattr(_cgroup(saved), "frozen", False):
+                return "paused"
+        except OSError:
+            pass
+    return status
+
+
+def state(root: Path, container_id: str) -> dict[str, Any]:
+    """The runtime-spec State JSON of the container (``runtime.md#state``), answered
+    until ``delete``. Raises ``ContainerNotFoundError``."""
+    state_dir, saved = _load(root, container_id)
+    return saved.oci_state(_status(state_dir, saved))
+
+
+def list_containers(root: Path) -> list[dict[str, Any]]:
+    """The State JSON of every container under ``root`` (those with a ``state.json``),
+    sorted by id."""
+    out: list[dict[str, Any]] = []
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for entry in entries:
+        try:
+            saved = load_state(entry.path)
+        except (ValueError, OSError):
+            continue
+        if saved is not None:
+            out.append(saved.oci_state(_status(Path(entry.path), saved)))
+    return out
+
+
+# -- create / run ----------------------------------------------------------------------
+
+
+def _read_config(bundle: str) -> dict[str, Any]:
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            config = json.loads(f.read())
+    except FileNotFoundError:
+        raise ContainerStartError(f"bundle {bundle}: no config.json", path=path,
+                                  argv=[]) from None
+    except (OSError, ValueError) as exc:
+        raise ContainerStartError(f"bundle {bundle}: cannot read config.json: {exc}",
+                                  path=path, argv=[]) from None
+    check_config(config)
+    if (config.get("process") or {}).get("terminal"):
+        raise InvalidOptionError("process.terminal: terminals are not supported by ptc-runtime "
+                                 "yet: set it to false", option="process.terminal", value=True)
+    return config
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    """Write ``pid`` (no newline, as runc) to ``path`` atomically."""
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+    write_file(tmp, b"%d" % pid)
+    os.rename(tmp, path)
+
+
+def _hook_state(saved: ContainerState, status: Status, pid: int | None = None) -> bytes:
+    data = saved.oci_state(status)
+    data["pid"] = saved.pid if pid is None else pid
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _print_warning(message: str) -> None:
+    os.write(2, f"ptc-runtime: warning: {message}\n".encode(errors="replace"))
+
+
+#: where warnings (failed poststart/poststop hooks) go; ``ptc-runtime`` points it at
+#: its log (``--log``) too
+warn = _print_warning
+
+
+def _warn(message: str) -> None:
+    warn(message)
+
+
+def _missing_parents(cgroup: CgroupV1 | CgroupV2) -> list[str]:
+    """The ancestors of ``cgroup`` that do not exist yet, relative paths, deepest
+    last: ``delete`` removes those it made (when empty)."""
+    parts = cgroup.path.strip("/").split("/")[:-1]
+    base = cgroup.root / cgroup.hierarchies()[0] if isinstance(cgroup, CgroupV1) else cgroup.root
+    out = []
+    for i in range(1, len(parts) + 1):
+        rel = "/".join(parts[:i])
+        if not (base / rel).is_dir():
+            out.append(rel)
+    return out
+
+
+def _remove_parents(cgroup: CgroupV1 | CgroupV2, parents: Sequence[str]) -> None:
+    roots = [cgroup.root / c for c in cgroup.hierarchies()] if isinstance(cgroup, CgroupV1) \
+        else [cgroup.root]
+    for rel in sorted(parents, key=lambda p: -p.count("/")):
+        for base in roots:
+            try:
+                os.rmdir(base / rel)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
+                    raise
+
+
+def _teardown(state_dir: Path, spawned: Spawned, prepared: Prepared | None) -> None:
+    """Undo a failed create or run: kill and reap the init, kill what is in the cgroup,
+    remove it if we made it, remove the state dir."""
+    if spawned.pid > 0:
+        try:
+            os.kill(spawned.pid, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(spawned.pid, 0)
+        except ChildProcessError:
+            pass
+    if spawned.pidfd >= 0:
+        os.close(spawned.pidfd)
+        spawned.pidfd = -1
+    if prepared is not None:
+        prepared.close()
+        if spawned.cgroup_created:
+            prepared.cgroup.kill_all()
+            prepared.cgroup.remove()
+    remove_state_dir(state_dir)
+
+
+def _make_state_dir(root: Path, container_id: str) -> Path:
+    state_dir = _state_dir(root, container_id)
+    try:
+        os.mkdir(state_dir, 0o700)
+    except FileNotFoundError:
+        root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        os.mkdir(state_dir, 0o700)
+    except FileExistsError:
+        raise ContainerStartError(f"container with id {container_id!r} exists",
+                                  container_id=container_id, argv=[]) from None
+    return state_dir
+
+
+def _launch(root: Path, container_id: str, bundle: str, *, detached: bool,
+            preserve_fds: int = 0) -> tuple[Path, ContainerState, Spawned, Prepared]:
+    """``create`` (``detached``: the init waits on the exec fifo, no parent-death
+    signal) or the first half of a foreground ``run`` (the init execs at once and
+    dies with us). On failure nothing is left."""
+    bundle = os.path.abspath(bundle)
+    state_dir = _make_state_dir(root, container_id)
+    lock = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    spawned = Spawned(pid=0)
+    prepared: Prepared | None = None
+    try:
+        # before anything that could leak: whose death makes this dir garbage
+        write_file(f"{state_dir}/owner", b"%d\n" % os.getpid())
+        config = _read_config(bundle)
+        rootfs = root_of(config, bundle)
+        fifo = None
+        if detached:
+            fifo = f"{state_dir}/{EXEC_FIFO}"
+            os.mkfifo(fifo, 0o600)
+        prepared = prepare(config, container_id=container_id, state_dir=state_dir,
+                           bundle=bundle, rootfs=rootfs, pdeathsig=not detached,
+                           exec_fifo=fifo, preserve_fds=preserve_fds)
+        saved = ContainerState(
+            id=container_id, bundle=bundle, rootfs=rootfs, detached=detached,
+            annotations=dict(config.get("annotations") or {}),
+            cgroup_path=prepared.cgroup.path, config=config,
+            cgroup_parents=_missing_parents(prepared.cgroup))
+        saved.save(state_dir)  # the sweep and delete need the cgroup path from now on
+        current = [saved]
+
+        def record_pid() -> None:
+            found = proc_start_time(spawned.pid)
+            current[0] = current[0].with_(pid=spawned.pid,
+                                          start_time=found[1] if found else 0)
+            current[0].save(state_dir)
+
+        spawn(prepared, spawned, before_go=record_pid,
+              hooks_state=lambda: _hook_state(current[0], "created"), close_in_child=(lock,))
+        saved = current[0].with_(status="created" if detached else "running",
+                                 cgroup_created=spawned.cgroup_created,
+                                 fate_fd=spawned.fate_fd)
+        saved.save(state_dir)
+        if detached:
+            os.unlink(f"{state_dir}/owner")  # from now on only delete removes it
+        return state_dir, saved, spawned, prepared
+    except BaseException:
+        _teardown(state_dir, spawned, prepared)
+        raise
+    finally:
+        os.close(lock)
+
+
+def create(root: Path, container_id: str, bundle: str, *, pid_file: str | None = None,
+           preserve_fds: int = 0) -> ContainerState:
+    """``create``: the container's namespaces, mounts and cgroup set up, ``prestart``,
+    ``createRuntime`` and ``createContainer`` hooks run, the init waiting for
+    ``start``; its stdio is ours (kept after we exit). ``pid_file`` gets the init's
+    host pid. Raises ``ContainerStartError`` (``InvalidOptionError`` for a bad
+    config field, ``CommandNotFoundError``, ``HookError``); nothing is left then."""
+    state_dir, saved, spawned, _ = _launch(root, container_id, bundle, detached=True,
+                                           preserve_fds=preserve_fds)
+    if spawned.pidfd >= 0:
+        os.close(spawned.pidfd)
+    if pid_file:
+        try:
+            _write_pid_file(pid_file, saved.pid)
+        except OSError:
+            delete(root, container_id, force=True)
+            raise
+    return saved
+
+
+def start(root: Path, container_id: str) -> None:
+    """``start``: release a created container's init; it runs ``startContainer`` hooks
+    and execs the process, then ``poststart`` hooks run here (failures warned).
+
+    Raises ``ContainerNotFoundError``, ``ContainerRuntimeError`` when the container is
+    not created, ``ContainerStartError`` when the hooks or the ``exec`` failed (the
+    container is then stopped)."""
+    state_dir, saved = _load(root, container_id)
+    with _locked(state_dir, container_id):
+        saved = _load(root, container_id)[1]  # as another command may have left it
+        status = _status(state_dir, saved)
+        if status != "created":
+            raise ContainerRuntimeError(
+                f"cannot start container {container_id!r}: it is {status}, not created",
+                container_id=container_id, status=status)
+        try:
+            fate = os.open(f"/proc/{saved.pid}/fd/{saved.fate_fd}",
+                           os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ContainerRuntimeError(f"cannot start container {container_id!r}: its init "
+                                        f"is gone ({exc.strerror})",
+                                        container_id=container_id) from None
+        try:
+            if not process_alive(saved.pid, saved.start_time):  # the pid was reused
+                raise ContainerRuntimeError(f"container {container_id!r} is not running",
+                                            container_id=container_id)
+            try:
+                fifo = os.open(f"{state_dir}/{EXEC_FIFO}", os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                raise ContainerRuntimeError(
+                    f"cannot start container {container_id!r}: its init does not wait "
+                    f"({exc.strerror})", container_id=container_id) from None
+            try:
+                os.write(fifo, b"1")
+            finally:
+                os.close(fifo)
+            os.unlink(f"{state_dir}/{EXEC_FIFO}")
+            saved = saved.with_(status="running")
+            saved.save(state_dir)
+            os.set_blocking(fate, True)
+            error = read_all(fate, START_TIMEOUT)
+        finally:
+            os.close(fate)
+        if error:
+            args = list((saved.config.get("process") or {}).get("args") or ["?"])
+            raise start_error(container_id, args, error)
+        run_hooks(_hooks_of(saved, "poststart"), _hook_state(saved, "running"), warn=_warn)
+
+
+def _hooks_of(saved: ContainerState, kind: str) -> Sequence[Any]:
+    return parse_hooks(saved.config.get("hooks")).get(kind, ())
+
+
+class _Forward:
+    """Forward the signals a foreground command gets to ``pid`` (runc run/exec)."""
+
+    SIGNALS = (_signal.SIGHUP, _signal.SIGINT, _signal.SIGQUIT, _signal.SIGTERM,
+               _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGWINCH, _signal.SIGCONT)
+
+    def __init__(self, pidfd: int, pid: int) -> None:
+        self.pidfd, self.pid = pidfd, pid
+        self.saved = {s: _signal.signal(s, self._forward) for s in self.SIGNALS}
+
+    def _forward(self, signum: int, frame: object) -> None:
+        try:
+            if self.pidfd >= 0:
+                _signal.pidfd_send_signal(self.pidfd, signum)
+            else:
+                os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def restore(self) -> None:
+        for sig, handler in self.saved.items():
+            _signal.signal(sig, handler)
+
+
+def _exit_code(status: int) -> int:
+    """A wait status as a shell shows it: the code, or 128+N for signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def run(root: Path, container_id: str, bundle: str, *, pid_file: str | None = None,
+        detach: bool = False, preserve_fds: int = 0, keep: bool = False) -> int:
+    """``run``: create and start. Detached: returns 0 once started (the container
+    stays until ``delete``). In the foreground: the container's stdio is ours, our
+    signals are forwarded to it, we wait for it, then delete it (``keep``: leave it
+    stopped, for ``delete``); returns its exit code (128+N when killed by signal
+    N)."""
+    if detach:
+        create(root, container_id, bundle, pid_file=pid_file, preserve_fds=preserve_fds)
+        try:
+            start(root, container_id)
+        except BaseException:
+            delete(root, container_id, force=True)
+            raise
+        return 0
+    state_dir, saved, spawned, prepared = _launch(root, container_id, bundle, detached=False,
+                                                  preserve_fds=preserve_fds)
+    forward = _Forward(spawned.pidfd, spawned.pid)
+    try:
+        if pid_file:
+            _write_pid_file(pid_file, saved.pid)
+        run_hooks(_hooks_of(saved, "poststart"), _hook_state(saved, "running"), warn=_warn)
+        if spawned.pidfd >= 0:
+            poller = select.poll()
+            poller.register(spawned.pidfd, select.POLLIN)
+            while not poller.poll():
+                pass
+        status = os.waitpid(spawned.pid, 0)[1]
+    except BaseException:
+        forward.restore()
+        _teardown(state_dir, spawned, prepared)
+        raise
+    forward.restore()
+    os.close(spawned.pidfd)
+    spawned.pidfd = -1
+    if keep:
+        saved.with_(status="stopped", detached=True).save(state_dir)
+        os.unlink(f"{state_dir}/owner")
+    else:
+        _remove(state_dir, saved, status="stopped")
+    return _exit_code(status)
+
+
+# -- kill / delete / pause ---------------------------------------------------------------
+
+
+def kill(root: Path, container_id: str, sig: int = _signal.SIGTERM, *,
+         all_processes: bool = False) -> None:
+    """Send ``sig`` to the container's init (``all_processes``: to every process of its
+    cgroup). Raises ``ContainerRuntimeError`` ("container not running") when it is
+    stopped, as runc."""
+    state_dir, saved = _load(root, container_id)
+    status = _status(state_dir, saved)
+    if status in ("stopped", "creating"):
+        raise ContainerRuntimeError(f"container {container_id!r} is not running "
+                                    f"(status {status})", container_id=container_id,
+                                    status=status)
+    if all_processes:
+        for pid in _cgroup(saved).pids(recursive=True):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return
+    try:
+        pidfd = os.pidfd_open(saved.pid)
+    except ProcessLookupError:
+        raise ContainerRuntimeError(f"container {container_id!r} is not running",
+                                    container_id=container_id) from None
+    try:
+        if not process_alive(saved.pid, saved.start_time):
+            raise ContainerRuntimeError(f"container {container_id!r} is not running",
+                                        container_id=container_id)
+        _signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        raise ContainerRuntimeError(f"container {container_id!r} is not running",
+                                    container_id=container_id) from None
+    finally:
+        os.close(pidfd)
+
+
+def _wait_gone(saved: ContainerState, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while process_alive(saved.pid, saved.start_time):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def _remove(state_dir: Path, saved: ContainerState, *, status: Status) -> None:
+    """What ``delete`` does to a stopped container: the cgroup (ours: strays killed,
+    removed with the parents we made), ``poststop`` hooks (failures warned), the
+    state dir."""
+    if saved.cgroup_created:
+        cgroup = _cgroup(saved)
+        cgroup.kill_all()
+        cgroup.remove()
+        _remove_parents(cgroup, saved.cgroup_parents)
+    run_hooks(_hooks_of(saved, "poststop"), _hook_state(saved, status, pid=0), warn=_warn)
+    remove_state_dir(state_dir)
+
+
+def delete(root: Path, container_id: str, *, force: bool = False) -> None:
+    """``delete``: remove a stopped container (``force``: kill it first, every process
+    of its cgroup); its cgroup if ``create`` made it, ``poststop`` hooks, the state
+    dir. Raises ``ContainerNotFoundError``, and ``ContainerRuntimeError`` for a
+    container that is not stopped without ``force``."""
+    state_dir = _state_dir(root, container_id)
+    with _locked(state_dir, container_id):
+        try:
+            saved = load_state(state_dir)
+        except ValueError:
+            saved = None
+        if saved is None:
+            if force and state_dir.is_dir() and not _owner_alive(state_dir):
+                remove_state_dir(state_dir)  # a create that died before its state.json
+                return
+            raise _not_found(container_id)
+        status = _status(state_dir, saved)
+        if status != "stopped":
+            if not force:
+                raise ContainerRuntimeError(
+                    f"cannot delete container {container_id!r} that is not stopped: {status}",
+                    container_id=container_id, status=status)
+            if saved.cgroup_created:
+                _cgroup(saved).kill_all()
+            with contextlib.suppress(ProcessLookupError):
+                if process_alive(saved.pid, saved.start_time):
+                    os.kill(saved.pid, _signal.SIGKILL)
+            if not _wait_gone(saved, KILL_TIMEOUT):
+                raise ContainerRuntimeError(f"container {container_id!r} did not die within "
+                                            f"{KILL_TIMEOUT} s of SIGKILL",
+                                            container_id=container_id)
+        _remove(state_dir, saved, status="stopped")
+
+
+def pause(root: Path, container_id: str) -> None:
+    """Freeze every process of the container's cgroup (``running`` -> ``paused``)."""
+    state_dir, saved = _load(root, container_id)
+    status = _status(state_dir, saved)
+    if status != "running":
+        raise ContainerRuntimeError(f"cannot pause container {container_id!r}: it is "
+                                    f"{status}", container_id=container_id, status=status)
+    _cgroup(saved).freeze()
+
+
+def resume(root: Path, container_id: str) -> None:
+    """Thaw the container's cgroup (``paused`` -> ``running``)."""
+    state_dir, saved = _load(root, container_id)
+    status = _status(state_dir, saved)
+    if status != "paused":
+        raise ContainerRuntimeError(f"cannot resume container {container_id!r}: it is "
+                                    f"{status}", container_id=container_id, status=status)
+    _cgroup(saved).thaw()
+
+
+def ps(root: Path, container_id: str) -> list[int]:
+    """The host pids in the container's cgroup, sorted."""
+    _, saved = _load(root, container_id)
+    return sorted(_cgroup(saved).pids(recursive=True))
+
+
+# -- exec ---------------------------------------------------------------------------------
+
+
+def exec_process(root: Path, container_id: str, process: Mapping[str, Any], *,
+                 detach: bool = False, pid_file: str | None = None) -> int:
+    """``exec``: run ``process`` (a runtime-spec ``process`` object) in every namespace
+    and the cgroup of the created or running container, with our stdio.
+
+    Detached: returns 0 once it is forked (it is reparented to our subreaper, or
+    init). Else waits and returns its exit code (128+N for signal N), our signals
+    forwarded to it. Raises ``ContainerRuntimeError`` (the container is stopped,
+    a field of ``process`` is wrong, the exec failed: ``CommandNotFoundError``)."""
+    state_dir, saved = _load(root, container_id)
+    status = _status(state_dir, saved)
+    if status not in ("created", "running"):
+        raise ContainerRuntimeError(f"cannot exec in container {container_id!r}: it is "
+                                    f"{status}", container_id=container_id, status=status)
+    linux = saved.config.get("linux") or {}
+    try:
+        plan = prepare_process(process, saved.rootfs, seccomp=linux.get("seccomp"))
+    except ValueError as exc:
+        raise ContainerStartError(f"exec in container {container_id!r}: {exc}",
+                                  container_id=container_id, argv=[],
+                                  field=getattr(exc, "option", None)) from None
+    pidfd = os.pidfd_open(saved.pid)
+    epipe_r, epipe_w = os.pipe()
+    status_r, status_w = os.pipe()
+    exec_plan = child.ExecPlan(
+        target_pidfd=pidfd, target_pid=saved.pid,
+        ns_flags=namespaces_of(saved.config).all_flags,
+        cgroup_procs=tuple(str(p) for p in _cgroup(saved).procs_paths()),
+        process=plan, detach=detach)
+    parent = os.getpid()
+    helper = os.fork()
+    if helper == 0:
+        try:
+            os.close(epipe_r)
+            os.close(status_r)
+            child.run_exec_helper(exec_plan, epipe_w, status_w, parent)
+        finally:
+            os._exit(127)
+    os.close(epipe_w)
+    os.close(status_w)
+    os.close(pidfd)
+    pipe = LinePipe(status_r)
+    forward = None
+    try:
+        error = read_all(epipe_r, START_TIMEOUT)
+        if error:
+            raise start_error(container_id, plan.args, error)
+        line = pipe.read_line(START_TIMEOUT)
+        if not line or not line.startswith(b"P"):
+            raise ContainerRuntimeError(f"exec in container {container_id!r}: the helper "
+                                        "died", container_id=container_id)
+        target = int(line[1:])
+        if pid_file:
+            _write_pid_file(pid_file, target)
+        if detach:
+            return 0
+        forward = _Forward(-1, target)
+        line = pipe.read_line(None)
+        if not line or not line.startswith(b"S"):
+            return 128 + _signal.SIGKILL
+        return _exit_code(int(line[1:]))
+    finally:
+        if forward is not None:
+            forward.restore()
+        os.close(epipe_r)
+        pipe.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(helper, 0)

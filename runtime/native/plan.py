@@ -1,0 +1,177 @@
+"""The plan of a container init: a runtime-spec config checked and turned into
+:class:`~.child.InitPlan` values, in the parent, before anything is forked.
+
+Implements the parts of runtime-spec ``config.md``/``config-linux.md`` the
+engine itself handles (:mod:`.config`: version, root, hostname, namespaces,
+cgroupsPath, sysctl; :mod:`.hooks`), and gathers those the other modules check:
+``process`` (:func:`~.process.prepare_process`), ``mounts`` and the rest of the
+filesystem (:func:`~..linux.rootfs.plan_rootfs`), ``linux.resources`` (kept for
+``cgroup.create``, which checks it). A bad config raises here, with nothing to
+undo; :func:`~.engine.spawn` then runs the plan.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_containers.exceptions import ContainerStartError
+
+from ..linux.capabilities import UnknownCapabilityError
+from ..linux.cgroups import CgroupV1, CgroupV2, open_cgroup
+from ..linux.mounts import overlay_options, plan_rootfs
+from ..types import Resources
+from . import child
+from .config import (
+    NAMESPACE_FLAGS,
+    Namespaces,
+    cgroup_path_of,
+    check_config,
+    field_of,
+    namespaces_of,
+    open_namespace,
+    sysctl_of,
+)
+from .hooks import Hook, parse_hooks
+from .process import prepare_process
+
+__all__ = ["Prepared", "prepare"]
+
+
+@dataclass
+class Prepared:
+    """A container ready to :func:`spawn`: the config checked and turned into the
+    init's plan. ``rootfs``: the host path of the root (the overlay mount point for
+    layers); ``resources``: what goes to ``cgroup.create``; ``hooks``: by kind;
+    ``fds``: namespace fds opened for the init (closed by :meth:`close`)."""
+
+    container_id: str
+    state_dir: Path
+    config: dict[str, Any]
+    bundle: str
+    rootfs: str
+    cgroup: CgroupV1 | CgroupV2
+    resources: Resources | Mapping[str, Any] | None
+    namespaces: Namespaces
+    plan: child.InitPlan
+    hooks: dict[str, tuple[Hook, ...]] = field(default_factory=dict)
+    pid_ns_fd: int = -1
+    fds: list[int] = field(default_factory=list)
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        return self.plan.process.args
+
+    def close(self) -> None:
+        """Close the namespace fds (the init has its copies once forked)."""
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds.clear()
+
+
+def _process_error(container_id: str, exc: Exception, args: Sequence[str]) -> ContainerStartError:
+    step = "capabilities" if isinstance(exc, UnknownCapabilityError) else (
+        getattr(exc, "step", None) or "config")
+    return ContainerStartError(f"container {container_id}: {exc}", container_id=container_id,
+                               argv=list(args), step=step, field=getattr(exc, "option", None))
+
+
+def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundle: str,
+            rootfs: str, layers: Sequence[Path] = (), stdout_fd: int = -1,
+            stderr_fd: int = -1, pdeathsig: bool = True, exec_fifo: str | None = None,
+            preserve_fds: int = 0, resources: Resources | Mapping[str, Any] | None = None,
+            passwd_root: str | None = None, checked: bool = False) -> Prepared:
+    """Check ``config`` and plan its init; nothing is forked or created.
+
+    ``rootfs``: where the root is on the host (``root.path`` resolved against
+    ``bundle``; with ``layers``, base first, the overlay's mount point in the state
+    dir, ``upper``/``work`` beside it). ``stdout_fd``/``stderr_fd`` ``-1``: the init
+    keeps the caller's stdio. ``exec_fifo``: wait for ``start`` on it before
+    ``exec`` (``ptc-runtime create``). ``resources``: for the cgroup (default
+    ``linux.resources``). ``passwd_root``: where to look up ``HOME`` (default
+    ``rootfs``). ``checked``: the config comes from :func:`~..spec.to_config` (the
+    top-level shape is not checked again).
+
+    Raises ``InvalidOptionError`` (a ``ValueError``) naming the field for a config
+    the engine cannot run, ``ContainerStartError`` (``step``: ``capabilities``,
+    ``rlimits``...) for a process it cannot set up.
+    """
+    if not checked:
+        check_config(config)
+    process = config.get("process")
+    if not process:
+        raise ContainerStartError(f"container {container_id}: config.json has no process "
+                                  "(field process): nothing to start",
+                                  container_id=container_id, argv=[], step="config",
+                                  field="process")
+    linux = config.get("linux") or {}
+    try:
+        process_plan = prepare_process(process, passwd_root or rootfs,
+                                       seccomp=linux.get("seccomp"))
+    except (ValueError, ContainerStartError) as exc:
+        args = process.get("args") if isinstance(process.get("args"), list) else []
+        raise _process_error(container_id, exc, args) from exc
+    namespaces = namespaces_of(config)
+    hooks = parse_hooks(config.get("hooks")) if config.get("hooks") else {}
+    hostname = config.get("hostname") or None
+    if hostname is not None and "uts" not in namespaces.types:
+        raise ContainerStartError(
+            f"container {container_id}: hostname {hostname!r} needs a uts namespace in "
+            "linux.namespaces (field hostname)", container_id=container_id,
+            argv=list(process_plan.args), step="config", field="hostname")
+    sysctl = sysctl_of(config, namespaces) if linux.get("sysctl") else ()
+    cgroup = open_cgroup(cgroup_path_of(config, container_id))
+    rootfs_plan = plan_rootfs(config, rootfs, bundle=bundle)
+    overlay = None
+    if layers:
+        overlay = overlay_options(layers, state_dir / "upper", state_dir / "work")
+    prepared = Prepared(
+        container_id=container_id, state_dir=state_dir, config=config, bundle=bundle,
+        rootfs=rootfs, cgroup=cgroup,
+        resources=linux.get("resources") if resources is None else resources,
+        namespaces=namespaces, plan=None,  # type: ignore[arg-type] # set below
+        hooks=hooks)
+    try:
+        join = []
+        for kind, path in namespaces.joined:
+            fd = open_namespace(kind, path, field_of(config, kind))
+            prepared.fds.append(fd)
+            join.append((fd, NAMESPACE_FLAGS[kind]))
+        if namespaces.pid == "join":
+            prepared.pid_ns_fd = open_namespace("pid", namespaces.pid_path,
+                                                field_of(config, "pid"))
+            prepared.fds.append(prepared.pid_ns_fd)
+        cgroupns_fd = -1
+        if namespaces.cgroup == "join":
+            cgroupns_fd = open_namespace("cgroup", namespaces.cgroup_path,
+                                         field_of(config, "cgroup"))
+            prepared.fds.append(cgroupns_fd)
+        v1 = cgroup.version == 1
+        prepared.plan = child.InitPlan(
+            rootfs=rootfs_plan, overlay_data=overlay,
+            # v2 has no lock-free self move: the caller moves the init (see spawn)
+            cgroup_join=tuple((str(d), rel) for d, rel in cgroup.self_join_paths()) if v1
+            else (),
+            moved_by_caller=not v1, join=tuple(join),
+            unshare_flags=namespaces.unshare_flags, cgroupns=namespaces.cgroup,
+            cgroupns_fd=cgroupns_fd,
+            hostname=hostname if "uts" in namespaces.types else None,
+            loopback="network" in namespaces.types and not any(
+                k == "network" for k, _ in namespaces.joined),
+            process=process_plan, stdout_fd=stdout_fd, stderr_fd=stderr_fd,
+            sysctl=sysctl, pdeathsig=pdeathsig,
+            sync_hooks=any(k in hooks for k in ("prestart", "createRuntime",
+                                                "createContainer", "startContainer")),
+            create_container=hooks.get("createContainer", ()),
+            start_container=hooks.get("startContainer", ()),
+            exec_fifo=exec_fifo, preserve_fds=preserve_fds)
+    except BaseException:
+        prepared.close()
+        raise
+    return prepared
