@@ -23,10 +23,11 @@ from typing import Literal
 from .convert import STOP_SIGNAL_ANNOTATION, container_spec
 from .exceptions import ContainerStartError, ContainerTimeoutError, InvalidOptionError
 from .image.locks import Lease
-from .image.manifest import Platform, host_can_run
+from .image.manifest import ImageConfig, Platform, host_can_run
 from .images import Images
 from .runtime import Container, ExecResult, ExitStatus, Mount, Resources, Runtime, Stats
 from .runtime.types import NetworkMode
+from .wait import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, WaitStrategy, check_wait, wait_until_ready
 
 
 def new_container_id() -> str:
@@ -91,10 +92,13 @@ class ContainerHandle:
         args: Sequence[str],
         lease: Lease | None = None,
         stop_signal: int | str = _signal.SIGTERM,
+        image_config: ImageConfig | None = None,
     ) -> None:
         self._container = container
         self.image = image
         self.args = tuple(args)
+        #: the image's config (``None`` when not known); ``wait.for_healthcheck`` reads it
+        self.image_config = image_config
         #: what :meth:`stop` sends first: the image's ``STOPSIGNAL``, else SIGTERM
         self.stop_signal = signal_number(stop_signal)
         self._lease = lease
@@ -163,6 +167,22 @@ class ContainerHandle:
         if self._status is None:
             self._status = self._container.wait(timeout)
         return self._status
+
+    def wait_for(
+        self,
+        strategy: WaitStrategy,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        interval: float = DEFAULT_INTERVAL,
+    ) -> ContainerHandle:
+        """Wait until ``strategy`` (``pytest_containers.wait.for_log``, ``for_port``,
+        ...) finds the container ready, checking every ``interval`` seconds for at
+        most ``timeout`` seconds; returns this handle. Raises ``InvalidOptionError``
+        before waiting for a bad argument, ``ContainerWaitError`` at once when the
+        container exits (or the strategy can never succeed), else after ``timeout``
+        (see :func:`pytest_containers.wait.wait_until_ready`)."""
+        wait_until_ready(self, strategy, timeout=timeout, interval=interval)
+        return self
 
     def kill(self, signal: int | str = _signal.SIGKILL) -> None:
         """Send ``signal`` to the container's PID 1: a number, or a name with or
@@ -241,6 +261,8 @@ class Containers:
         read_only: bool = False,
         platform: Platform | str | None = None,
         allow_foreign_platform: bool = False,
+        wait: WaitStrategy | None = None,
+        wait_timeout: float = DEFAULT_TIMEOUT,
     ) -> ContainerHandle:
         """Start ``image`` (a reference) and return its handle.
 
@@ -260,7 +282,15 @@ class Containers:
         ``StoreLockTimeoutError`` when a store lock stays held (another process
         unpacking a layer, or pruning a snapshot, for longer than
         ``LOCK_TIMEOUT``).
+
+        ``wait``: a strategy of :mod:`pytest_containers.wait` the container must
+        satisfy within ``wait_timeout`` seconds before it is returned (see
+        :meth:`ContainerHandle.wait_for`); when it does not, the container is
+        removed and ``ContainerWaitError`` raised (``InvalidOptionError`` for a bad
+        ``wait`` or ``wait_timeout``, before anything starts).
         """
+        if wait is not None:
+            check_wait(wait, timeout=wait_timeout, timeout_option="wait_timeout")
         resources = Resources.from_options(memory=memory, cpus=cpus, pids=pids)
         img = self.images.get(image, platform=platform)
         image_platform = img.config.platform
@@ -314,8 +344,15 @@ class Containers:
             args=spec.args,
             lease=lease,
             stop_signal=stop_signal,
+            image_config=img.config,
         )
         self._started.append(handle)
+        if wait is not None:
+            try:
+                handle.wait_for(wait, timeout=wait_timeout)
+            except BaseException:
+                handle.remove()
+                raise
         return handle
 
     def run(

@@ -21,6 +21,7 @@
         ├── CommandNotFoundError (FileNotFoundError)  the command is not in the image
         ├── ContainerStartError                  create/start failed; nothing left behind
         ├── ContainerTimeoutError (TimeoutError) still running after the timeout; killed
+        ├── ContainerWaitError                   not ready: timed out, exited, or unhealthy
         └── CgroupError (OSError)                a cgroup could not be made or written
 
 Every exception carries structured fields (``reference``, ``digest``,
@@ -146,6 +147,19 @@ class ContainerTimeoutError(ContainerRuntimeError, TimeoutError):
 
     Fields: ``container_id``, ``timeout`` (seconds), ``stdout``, ``stderr`` (its
     output until then, decoded)."""
+
+
+class ContainerWaitError(ContainerRuntimeError):
+    """A started container did not become ready (``pytest_containers.wait``).
+
+    Fields: ``container_id``, ``image``, ``strategy`` (its readable repr, e.g.
+    ``"for_port(8080)"``), ``reason`` (``"timeout"``: not ready within ``timeout``
+    seconds; ``"exited"``: the container's process exited first, ``exit_code``
+    says how; ``"failed"``: the strategy can never succeed, e.g. the image's
+    HEALTHCHECK reported unhealthy), ``timeout`` and ``elapsed`` (seconds),
+    ``last_error`` (why the last check failed, ``None`` if none did),
+    ``exit_code`` (128+N for signal N; ``None`` while running), ``logs`` (the
+    last lines of the container's stdout and stderr, formatted)."""
 
 
 class CgroupError(ContainerRuntimeError, OSError):

@@ -60,3 +60,23 @@ def test_store_lock_timeout_error_pickles_and_sits_in_the_tree() -> None:
     assert isinstance(back, pytest_containers.ContainersError)
     assert isinstance(back, TimeoutError)
     assert "StoreLockTimeoutError (TimeoutError)" in pytest_containers.exceptions.__doc__
+
+
+def test_container_wait_error_pickles_and_sits_in_the_tree() -> None:
+    exc = pytest_containers.ContainerWaitError(
+        "container ptc-0 not ready within 1 s: for_port(8080) not satisfied",
+        container_id="ptc-0",
+        image="busybox",
+        strategy="for_port(8080)",
+        reason="timeout",
+        timeout=1.0,
+        elapsed=1.01,
+        last_error="ConnectionRefusedError: [Errno 111] Connection refused",
+        exit_code=None,
+        logs="no output on stdout or stderr",
+    )
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is pytest_containers.ContainerWaitError
+    assert back.fields == exc.fields and str(back) == str(exc)
+    assert isinstance(back, pytest_containers.ContainerRuntimeError)
+    assert "ContainerWaitError" in pytest_containers.exceptions.__doc__
