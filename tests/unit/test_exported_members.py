@@ -17,8 +17,9 @@ def test_all_is_sorted_and_complete(module: types.ModuleType) -> None:
     assert module.__all__ == sorted(module.__all__)
     exported = {
         name
-        for name, value in vars(module).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        for name in dir(module)  # the lazily imported names too (PEP 562 __dir__)
+        if not name.startswith("_")
+        and not isinstance(getattr(module, name), types.ModuleType)
     }
     assert exported == set(module.__all__)
 
