@@ -19,6 +19,7 @@
     └── ContainerRuntimeError (RuntimeError)
         ├── BackendNotFoundError (LookupError)   unknown --container-runtime name
         ├── CommandNotFoundError (FileNotFoundError)  the command is not in the image
+        ├── ContainerNotFoundError (LookupError) no container of that id (ptc-runtime)
         ├── ContainerStartError                  create/start failed; nothing left behind
         ├── ContainerTimeoutError (TimeoutError) still running after the timeout; killed
         ├── ContainerWaitError                   not ready: timed out, exited, or unhealthy
@@ -133,6 +134,10 @@ class CommandNotFoundError(ContainerRuntimeError, FileNotFoundError):
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message, **fields)
         self.errno = _errno.ENOENT
+
+
+class ContainerNotFoundError(ContainerRuntimeError, LookupError):
+    """No container of that id under the runtime's state root. Fields: ``container_id``."""
 
 
 class ContainerStartError(ContainerRuntimeError):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_containers.exceptions import (
+    ContainerNotFoundError,
     ContainerRuntimeError,
     ContainerStartError,
     InvalidOptionError,
@@ -67,10 +68,6 @@ __all__ = ["ContainerNotFoundError", "check_id", "create", "delete", "exec_proce
 _ID = re.compile(r"^[\w+.-]+\Z")
 #: seconds ``delete --force`` waits for the killed init to be gone
 KILL_TIMEOUT = 10.0
-
-
-class ContainerNotFoundError(ContainerRuntimeError, LookupError):
-    """No container of that id under the root. Fields: ``container_id``."""
 
 
 def check_id(container_id: str) -> None:
