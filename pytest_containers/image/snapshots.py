@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pytest_containers.exceptions import ContainersError, DigestMismatchError
 from pytest_containers.image import locks
 from pytest_containers.image.digest import digest_hex, digest_of
 from pytest_containers.image.manifest import Descriptor
+from pytest_containers.image.unpack import rmtree
 
 if TYPE_CHECKING:
     from pytest_containers.image.store import Store
@@ -33,19 +32,6 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
             diff_id = digest_of(f"{result[-1]} {diff_id}".encode())
         result.append(diff_id)
     return result
-
-
-def rmtree(path: Path) -> None:
-    """Remove a tree even if it holds read-only directories; a missing path is fine."""
-
-    def onerror(func: Any, name: str, exc_info: Any) -> None:
-        if isinstance(exc_info[1], FileNotFoundError):
-            return
-        parent = os.path.dirname(name)
-        os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
-        func(name)
-
-    shutil.rmtree(path, onerror=onerror)
 
 
 def unpack_snapshot(

@@ -89,7 +89,7 @@ try:
 except ImportError:  # pragma: no cover - a dependency, but keep gzip layers working
     zstandard = None  # type: ignore[assignment]
 
-__all__ = ["LAYER_MEDIA_TYPES", "unpack_layer"]
+__all__ = ["LAYER_MEDIA_TYPES", "rmtree", "unpack_layer"]
 
 LAYER_MEDIA_TYPES: frozenset[str] = frozenset(
     {
@@ -252,8 +252,8 @@ def _decompress(src: BinaryIO, media_type: str) -> Any:
     return raw
 
 
-def _empty(root: str) -> None:
-    """Remove everything below ``root`` (read-only directories included), keep ``root``."""
+def rmtree(path: str | os.PathLike[str]) -> None:
+    """Remove a tree even if it holds read-only directories; a missing path is fine."""
 
     def onerror(func: Any, name: str, exc_info: Any) -> None:
         if isinstance(exc_info[1], FileNotFoundError):
@@ -262,9 +262,14 @@ def _empty(root: str) -> None:
         os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
         func(name)
 
+    shutil.rmtree(path, onerror=onerror)
+
+
+def _empty(root: str) -> None:
+    """Remove everything below ``root`` (read-only directories included), keep ``root``."""
     for item in os.scandir(root):
         if item.is_dir(follow_symlinks=False):
             os.chmod(item.path, 0o700)
-            shutil.rmtree(item.path, onerror=onerror)
+            rmtree(item.path)
         else:
             os.unlink(item.path)
