@@ -13,6 +13,7 @@ lowerdirs) from before they are unpacked until it is removed, so that an
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import signal as _signal
 from collections.abc import Mapping, Sequence
@@ -235,12 +236,16 @@ class Containers:
     """Start containers from images, and remove all of them at :meth:`close`.
 
     ``images`` resolves references to images in the store (pulling per the
-    pull policy); ``runtime`` is the backend.
+    pull policy); ``runtime`` is the backend; ``cgroup_parent`` the cgroup the
+    containers' cgroups are made in (the ``containers`` fixture passes the
+    session's, :func:`~pytest_containers.fixtures.container_cgroup_parent`).
     """
 
-    def __init__(self, images: Images, runtime: Runtime) -> None:
+    def __init__(self, images: Images, runtime: Runtime, *, cgroup_parent: str = "/ptc") -> None:
         self.images = images
         self.runtime = runtime
+        #: the cgroup the containers' own cgroups are made in (its limits apply to all)
+        self.cgroup_parent = cgroup_parent
         self._started: list[ContainerHandle] = []
 
     def start(
@@ -325,6 +330,7 @@ class Containers:
                 network=network,
                 read_only=read_only,
             )
+            spec = dataclasses.replace(spec, cgroup_parent=self.cgroup_parent)
             stop_signal = dict(spec.annotations).get(STOP_SIGNAL_ANNOTATION) or _signal.SIGTERM
             try:
                 stop_signal = signal_number(stop_signal)

@@ -1,4 +1,5 @@
-"""The fixtures: ``container_runtime`` and ``images`` (session), ``containers`` (function)."""
+"""The fixtures: ``container_runtime``, ``images`` and ``container_cgroup_parent``
+(session), ``containers`` (function)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from .containers import Containers
 from .exceptions import BackendNotFoundError
 from .image.store import Store
 from .images import Images, default_root
-from .runtime import Runtime
+from .runtime import Resources, Runtime
 
 #: every ``Containers`` factory alive in this session, so session finish can
 #: tear down what a broken fixture teardown left
@@ -55,16 +56,59 @@ def images(pytestconfig: pytest.Config) -> Images:
     return Images(store, policy=policy, platform=platform)  # type: ignore[arg-type]
 
 
+def session_resources(config: pytest.Config) -> Resources:
+    """The session's limits from ``--container-session-memory|cpus|pids`` (or the
+    ini keys ``container_session_*``). Raises ``ValueError`` naming the option."""
+    values = {
+        kind: _option(config, f"container-session-{kind}") for kind in ("memory", "cpus", "pids")
+    }
+    try:
+        return Resources.from_options(
+            memory=values["memory"],
+            cpus=float(values["cpus"]) if values["cpus"] is not None else None,
+            pids=int(values["pids"]) if values["pids"] is not None else None,
+        )
+    except ValueError as exc:
+        given = ", ".join(f"{k}={v}" for k, v in values.items() if v is not None)
+        raise ValueError(f"--container-session-*: {exc} ({given})") from None
+
+
+@pytest.fixture(scope="session")
+def container_cgroup_parent(pytestconfig: pytest.Config) -> Iterator[str]:
+    """Session scope. The cgroup every container of the session is made in,
+    ``/ptc/ptc-session-<pid>`` (relative to each hierarchy's root), limited by
+    ``--container-session-memory``, ``--container-session-cpus`` and
+    ``--container-session-pids``: the kernel enforces them on all the session's
+    containers together (cgroup hierarchy), and its counters account for all of
+    them. Removed at session end, its containers' processes killed first; a
+    killed session's is swept by the next one (``sweep_session_cgroups``)."""
+    from .runtime.linux.cgroups import open_cgroup, remove_everywhere
+    from .runtime.sweep import session_cgroup_path
+
+    path = session_cgroup_path()
+    cgroup = open_cgroup(path)
+    cgroup.create(session_resources(pytestconfig))
+    try:
+        yield path
+    finally:
+        cgroup.kill_all()
+        cgroup.remove()
+        remove_everywhere(path)  # runc also makes it in name=systemd and unified
+
+
 @pytest.fixture
 def containers(
-    request: pytest.FixtureRequest, images: Images, container_runtime: Runtime
+    request: pytest.FixtureRequest,
+    images: Images,
+    container_runtime: Runtime,
+    container_cgroup_parent: str,
 ) -> Iterator[Containers]:
     """Function scope. Depends on ``images`` and ``container_runtime``. Yields a
     :class:`Containers` factory: ``run(image, command, memory=, cpus=, pids=, ...)``
     runs to completion, ``start(...)`` returns a handle. At teardown, also when
     the test failed or was interrupted, every container it started is killed,
     reaped, unmounted and its cgroup and state dir removed."""
-    factory = Containers(images, container_runtime)
+    factory = Containers(images, container_runtime, cgroup_parent=container_cgroup_parent)
     registry = request.config.stash.setdefault(factories_key, [])
     registry.append(factory)
     try:

@@ -15,12 +15,19 @@ import pytest
 
 from ._pluginmanager import runtime_names
 from .exceptions import ContainersError
-from .fixtures import container_runtime, containers, factories_key, images
+from .fixtures import (
+    container_cgroup_parent,
+    container_runtime,
+    containers,
+    factories_key,
+    images,
+    session_resources,
+)
 from .image.manifest import Platform
 from .image.pull import PULL_POLICIES
 from .image.store import Store
 
-__all__ = ["container_runtime", "containers", "images"]
+__all__ = ["container_cgroup_parent", "container_runtime", "containers", "images"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,6 +60,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="OS/ARCH[/VARIANT]",
         help="platform of the images pulled (e.g. linux/arm64/v8; default: this machine's)",
     )
+    for kind, metavar, what in (
+        ("memory", "SIZE", "memory limit (64m, 1g)"),
+        ("cpus", "N", "CPU limit (0.5, 2)"),
+        ("pids", "N", "pids limit"),
+    ):
+        group.addoption(
+            f"--container-session-{kind}",
+            dest=f"container_session_{kind}",
+            default=None,
+            metavar=metavar,
+            help=f"{what} shared by all the session's containers (their parent cgroup)",
+        )
+        parser.addini(f"container_session_{kind}", f"session {what}", default=None)
     parser.addini("container_runtime", "container backend name (default native)")
     # default None: an ini key set to nothing reads "" (and is refused), unset None
     parser.addini("container_store", "image store directory", default=None)
@@ -85,6 +105,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"{where}: invalid pull policy {policy!r}; allowed values: {', '.join(PULL_POLICIES)}"
         )
+    try:
+        session_resources(config)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     platform = config.getoption("container_platform") or config.getini("container_platform")
     if platform:
         try:
@@ -123,10 +147,12 @@ def _terminate_like_interrupt(config: pytest.Config) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Sweep containers, cgroups and state dirs whose owner process is dead."""
-    from .runtime.sweep import sweep
+    """Sweep containers, cgroups and state dirs whose owner process is dead, and
+    the parent cgroups of dead sessions."""
+    from .runtime.sweep import sweep, sweep_session_cgroups
 
     sweep()
+    sweep_session_cgroups()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

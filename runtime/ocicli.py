@@ -75,7 +75,7 @@ from pytest_containers.exceptions import (
 )
 
 from .linux import cgroups, mounts
-from .spec import cgroups_path, to_config
+from .spec import DEFAULT_CGROUP_PARENT, cgroups_path, to_config
 from .state import default_state_root
 from .types import ContainerSpec, ExecResult, ExitStatus, Stats
 
@@ -280,6 +280,8 @@ class OciCliRuntime:
                 stderr="",
             )
         container = OciCliContainer(self, container_id)
+        container._cgroup_path = cgroups_path(container_id, spec.cgroup_parent)
+        container._cgroup_parent = spec.cgroup_parent
         container._make_state_dir(spec)
         try:
             container._create(spec)
@@ -317,6 +319,7 @@ class OciCliContainer:
         self.log_path = self.state_dir / f"{runtime.name}.log"
         self.runtime_root = self.state_dir / f"{runtime.name}-root"
         self._cgroup_path = cgroups_path(container_id)
+        self._cgroup_parent = DEFAULT_CGROUP_PARENT
         self._process: dict = {}
         self._waiter: subprocess.Popen | None = None
         self._status_fd: int | None = None
@@ -676,7 +679,8 @@ class OciCliContainer:
                 cg = cgroups.open_cgroup(self._cgroup_path)
                 if cg.pids():
                     cg.kill_all()
-                cgroups.remove_everywhere(self._cgroup_path)
+                keep = "" if self._cgroup_parent == DEFAULT_CGROUP_PARENT else self._cgroup_parent
+                cgroups.remove_everywhere(self._cgroup_path, keep=keep)
             except OSError as exc:
                 errors.append(str(exc))
             if self.state_dir.exists() and not mounts.is_mounted(self.rootfs):

@@ -75,9 +75,14 @@ DEFAULT_MOUNTS: tuple[dict[str, Any], ...] = (
 )
 
 
-def cgroups_path(container_id: str) -> str:
-    """The container's cgroup, relative to each hierarchy's root: ``/ptc/<id>``."""
-    return f"/ptc/{container_id}"
+#: the cgroup every container is put under unless its spec names another parent
+DEFAULT_CGROUP_PARENT = "/ptc"
+
+
+def cgroups_path(container_id: str, parent: str = DEFAULT_CGROUP_PARENT) -> str:
+    """The container's cgroup, relative to each hierarchy's root: ``<parent>/<id>``
+    (default ``/ptc/<id>``; a session's parent is ``/ptc/ptc-session-<pid>``)."""
+    return f"{parent.rstrip('/')}/{container_id}"
 
 
 def linux_resources(resources: Resources) -> dict[str, Any]:
@@ -207,7 +212,7 @@ def to_config(spec: ContainerSpec, *, container_id: str, rootfs: str = "rootfs")
         "annotations": dict(spec.annotations),
         "linux": {
             "resources": linux_resources(spec.resources),
-            "cgroupsPath": cgroups_path(container_id),
+            "cgroupsPath": cgroups_path(container_id, spec.cgroup_parent),
             "namespaces": namespaces,
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),

@@ -44,10 +44,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .linux import cgroups, mounts
-from .spec import cgroups_path
+from .spec import DEFAULT_CGROUP_PARENT, cgroups_path
 from .state import default_state_root
 
-__all__ = ["owner_alive", "sweep"]
+__all__ = ["owner_alive", "session_cgroup_path", "sweep", "sweep_session_cgroups"]
+
+#: name prefix of a session's parent cgroup under ``/ptc``
+SESSION_PREFIX = "ptc-session-"
 
 #: seconds for ``BINARY --root ROOT delete --force ID``
 DELETE_TIMEOUT = 30.0
@@ -61,13 +64,7 @@ def owner_alive(state_dir: Path) -> bool | None:
         pid = int((state_dir / "owner").read_text().split()[0])
     except (FileNotFoundError, NotADirectoryError, ValueError, IndexError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _pid_alive(pid)
 
 
 def sweep(state_root: Path | None = None, *, cgroup_root: Path | None = None) -> list[str]:
@@ -172,18 +169,87 @@ def _sweep_one(state_dir: Path, container_id: str, cgroup_root: Path | None) -> 
         binary = shutil.which(runtime_root.name[: -len(_RUNTIME_ROOT_SUFFIX)])
         if binary is not None:
             _runtime_delete(binary, runtime_root, container_id)
-    path = cgroups_path(container_id)
+    path = _config_cgroups_path(state_dir) or cgroups_path(container_id)
     cgroup = cgroups.open_cgroup(path, root=cgroup_root or cgroups.DEFAULT_ROOT)
     cgroup.kill_all()
     for target in _mounts_under(state_dir):
         mounts.unmount(Path(target))
     cgroup.remove()
     if runtime_roots and cgroup_root in (None, cgroups.DEFAULT_ROOT):
-        cgroups.remove_everywhere(path)
+        parent = path.rsplit("/", 1)[0]
+        cgroups.remove_everywhere(path, keep="" if parent == DEFAULT_CGROUP_PARENT else parent)
     left = _mounts_under(state_dir)
     if left:
         raise OSError(errno.EBUSY, f"still mounted: {', '.join(left)}")
     shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _config_cgroups_path(state_dir: Path) -> str | None:
+    """``linux.cgroupsPath`` of the container's config.json (the native engine's in
+    the state dir, a command line backend's in its bundle), if readable."""
+    for config in (state_dir / "config.json", state_dir / "bundle" / "config.json"):
+        try:
+            path = json.loads(config.read_bytes())["linux"]["cgroupsPath"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(path, str) and path.startswith("/"):
+            return path
+    return None
+
+
+def sweep_session_cgroups(*, cgroup_root: Path | None = None) -> list[str]:
+    """Remove the session parent cgroups (``/ptc/ptc-session-<pid>``, see
+    :func:`session_cgroup_path`) of dead sessions, in every hierarchy: the
+    processes left in them are SIGKILLed, their children removed first. Returns
+    the removed paths; one that cannot be removed gets a ``RuntimeWarning``."""
+    removed: list[str] = []
+    roots = [cgroup_root] if cgroup_root else [m for _, m in cgroups.hierarchies()]
+    names = {
+        entry.name
+        for root in roots
+        for entry in _scandir(root / DEFAULT_CGROUP_PARENT.strip("/"))
+        if entry.name.startswith(SESSION_PREFIX) and entry.is_dir(follow_symlinks=False)
+    }
+    for name in sorted(names):
+        pid = name[len(SESSION_PREFIX) :]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        path = f"{DEFAULT_CGROUP_PARENT}/{name}"
+        try:
+            cgroup = cgroups.open_cgroup(path, root=cgroup_root or cgroups.DEFAULT_ROOT)
+            cgroup.kill_all()
+            cgroup.remove()
+            if cgroup_root in (None, cgroups.DEFAULT_ROOT):
+                cgroups.remove_everywhere(path)
+        except OSError as exc:
+            warnings.warn(f"cannot sweep session cgroup {path}: {exc}", RuntimeWarning,
+                          stacklevel=2)  # fmt: skip
+            continue
+        removed.append(path)
+    return removed
+
+
+def session_cgroup_path(pid: int | None = None) -> str:
+    """The parent cgroup of a test session's containers: ``/ptc/ptc-session-<pid>``
+    (default: this process)."""
+    return f"{DEFAULT_CGROUP_PARENT}/{SESSION_PREFIX}{os.getpid() if pid is None else pid}"
+
+
+def _scandir(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _runtime_delete(binary: str, runtime_root: Path, container_id: str) -> None:

@@ -172,7 +172,9 @@ class ContainerSpec:
     ``env`` entries are ``"KEY=value"``; the user is numeric: ``uid``, ``gid``
     and ``additional_gids`` (supplementary groups). ``annotations`` go to the
     config's; ``org.opencontainers.image.stopSignal`` among them is the signal
-    a stop sends first (image-spec conversion.md).
+    a stop sends first (image-spec conversion.md). ``cgroup_parent``: the cgroup
+    (relative to each hierarchy's root) the container's own cgroup is made in;
+    its limits apply to every container under it.
     """
 
     args: tuple[str, ...]
@@ -188,6 +190,7 @@ class ContainerSpec:
     network: NetworkMode = "none"
     read_only_rootfs: bool = False
     annotations: tuple[tuple[str, str], ...] = ()
+    cgroup_parent: str = "/ptc"
 
 
 @dataclass(frozen=True)

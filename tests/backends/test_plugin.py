@@ -233,3 +233,79 @@ def test_registry_dies_with_its_session(pytester: pytest.Pytester, how: signal.S
             for pid in _registry_processes(workdir / "config.yml"):
                 os.kill(pid, signal.SIGKILL)
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("backend", ["native", pytest.param("runc", marks=needs("runc"))])
+def test_session_limits_hold_for_all_containers_together(
+    pytester: pytest.Pytester, busybox_ref: str, backend: str, tmp_path: Path
+) -> None:
+    """``--container-session-memory`` sits on the session's parent cgroup: a
+    container without a limit of its own is OOM-killed under it, and sees it;
+    the parent is gone after the session."""
+    pytester.makepyfile(
+        f"""
+        import os
+        IMAGE = {busybox_ref!r}
+
+        def test_parent_limit(containers, container_cgroup_parent):
+            assert container_cgroup_parent == f"/ptc/ptc-session-{{os.getpid()}}"
+            limit = open(f"/sys/fs/cgroup/memory{{container_cgroup_parent}}"
+                         "/memory.limit_in_bytes").read()
+            assert int(limit) == 64 << 20
+            big = containers.run(IMAGE, ["dd", "if=/dev/zero", "bs=200M", "count=1", "of=/dev/null"])
+            assert (big.oom_killed, big.exit_code) == (True, 137)
+            small = containers.run(IMAGE, ["sh", "-c", "dd if=/dev/zero bs=8M count=1 | wc -c"])
+            assert (small.exit_code, small.stdout.strip(), small.oom_killed) == (0, "8388608", False)
+            # removing a container keeps the parent and its limit (runc removes empty parents)
+            assert open(f"/sys/fs/cgroup/memory{{container_cgroup_parent}}"
+                        "/memory.limit_in_bytes").read() == limit
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        f"--container-runtime={backend}",
+        f"--container-store={tmp_path / 'store'}",
+        "--container-session-memory=64m",
+        "-p",
+        "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=1)
+    assert _leftovers() == []
+
+
+def test_bad_session_limit_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess("--container-session-memory=lots")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--container-session-*memory size*lots*"])
+
+
+def test_a_killed_sessions_parent_cgroup_is_swept(tmp_path: Path) -> None:
+    """The parent cgroup of a session whose process is dead goes at the next
+    session start (sweep_session_cgroups); a live one's stays."""
+    from pytest_containers.runtime.linux.cgroups import open_cgroup
+    from pytest_containers.runtime.sweep import session_cgroup_path, sweep_session_cgroups
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    path = session_cgroup_path(dead.pid)
+    cgroup = open_cgroup(path)
+    cgroup.create(None)
+    child = open_cgroup(f"{path}/ptc-orphan")
+    child.create(None)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        child.add(sleeper.pid)
+        live = open_cgroup(session_cgroup_path())
+        live.create(None)
+        try:
+            assert sweep_session_cgroups() == [path]
+            assert sleeper.wait(timeout=5) == -signal.SIGKILL
+            assert not any(Path("/sys/fs/cgroup").glob(f"*{path}"))
+            assert Path(f"/sys/fs/cgroup/memory{session_cgroup_path()}").is_dir()
+        finally:
+            live.remove()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        child.remove()
+        cgroup.remove()

@@ -45,10 +45,11 @@ def hierarchies() -> list[tuple[str, Path]]:
             if m.fstype in ("cgroup", "cgroup2")]
 
 
-def remove_everywhere(path: str) -> None:
+def remove_everywhere(path: str, *, keep: str = "") -> None:
     """rmdir ``path`` (``/ptc/<id>``) in every mounted hierarchy — runc also makes it
     in ``name=systemd`` and a hybrid host's ``unified`` — then each empty parent
-    up to (not including) the hierarchy root. Missing is fine; a busy leaf is
+    up to (not including) the hierarchy root, or up to ``keep`` (a parent such as
+    a session's, kept with its ancestors). Missing is fine; a busy leaf is
     retried briefly, then ``CgroupError``."""
     rel = path.strip("/")
     for _, mount in hierarchies():
@@ -56,4 +57,6 @@ def remove_everywhere(path: str) -> None:
         if leaf.is_dir():
             fs.rmdir(leaf)
         for parent in list(leaf.relative_to(mount).parents)[:-1]:
+            if keep and "/" + str(parent) == "/" + keep.strip("/"):
+                break
             fs.rmdir_if_empty(mount / parent)
