@@ -13,6 +13,7 @@ lowerdirs) from before they are unpacked until it is removed, so that an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
 import signal as _signal
@@ -228,8 +229,34 @@ class ContainerHandle:
         self._logs = (_read(self._container.stdout_path), _read(self._container.stderr_path))
         self._container.delete()
         self._removed = True
+        if self._status is None:
+            with contextlib.suppress(Exception):  # how it ended, when delete reaped it
+                self._status = self._container.poll()
         if self._lease is not None:
             self._lease.release()
+
+    def usage(self) -> dict[str, object]:
+        """What the container used, for a test's bill: ``id``, ``image``, ``args``,
+        ``exit_code`` (``None`` while running or unknown), ``oom_killed``,
+        ``memory_peak_bytes``, ``cpu_usage_us``, ``cpu_throttled_us``, ``pids_peak``
+        (the kernel's counters; final once :meth:`remove` ran, ``None`` where the
+        host has no such file)."""
+        try:
+            stats = self.stats()
+        except OSError:
+            stats = self._stats or Stats()
+        status = self._status
+        return {
+            "id": self.id,
+            "image": self.image,
+            "args": list(self.args),
+            "exit_code": None if status is None else status.exit_code,
+            "oom_killed": bool(status and status.oom_killed) or bool(stats.oom_kills),
+            "memory_peak_bytes": stats.memory_peak_bytes,
+            "cpu_usage_us": stats.cpu_usage_us,
+            "cpu_throttled_us": stats.cpu_throttled_us,
+            "pids_peak": stats.pids_peak,
+        }
 
 
 class Containers:
@@ -246,6 +273,7 @@ class Containers:
         self.runtime = runtime
         #: the cgroup the containers' own cgroups are made in (its limits apply to all)
         self.cgroup_parent = cgroup_parent
+        self._history: list[ContainerHandle] = []
         self._started: list[ContainerHandle] = []
 
     def start(
@@ -353,6 +381,7 @@ class Containers:
             image_config=img.config,
         )
         self._started.append(handle)
+        self._history.append(handle)
         if wait is not None:
             try:
                 handle.wait_for(wait, timeout=wait_timeout)
@@ -401,6 +430,11 @@ class Containers:
     def started(self) -> list[ContainerHandle]:
         """Every handle this factory started, oldest first."""
         return list(self._started)
+
+    def usage(self) -> list[dict[str, object]]:
+        """:meth:`ContainerHandle.usage` of every container started here, oldest first
+        (removed ones included): the bill of a test."""
+        return [handle.usage() for handle in self._history]
 
     def close(self) -> None:
         """Remove every container started here, newest first; the first error is

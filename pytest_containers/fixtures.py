@@ -107,7 +107,10 @@ def containers(
     :class:`Containers` factory: ``run(image, command, memory=, cpus=, pids=, ...)``
     runs to completion, ``start(...)`` returns a handle. At teardown, also when
     the test failed or was interrupted, every container it started is killed,
-    reaped, unmounted and its cgroup and state dir removed."""
+    reaped, unmounted and its cgroup and state dir removed. The test's bill, one
+    :meth:`~pytest_containers.containers.ContainerHandle.usage` dict per container
+    (peak memory, CPU time, OOM, exit code), is added to the test's
+    ``user_properties`` as ``("containers", [...])`` (``--junitxml`` writes it)."""
     factory = Containers(images, container_runtime, cgroup_parent=container_cgroup_parent)
     registry = request.config.stash.setdefault(factories_key, [])
     registry.append(factory)
@@ -115,4 +118,9 @@ def containers(
         yield factory
     finally:
         registry.remove(factory)
-        factory.close()
+        try:
+            factory.close()
+        finally:
+            bill = factory.usage()
+            if bill:
+                request.node.user_properties.append(("containers", bill))

@@ -3,6 +3,7 @@ everything a test started (also when it fails), and clear option errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -252,10 +253,12 @@ def test_session_limits_hold_for_all_containers_together(
             limit = open(f"/sys/fs/cgroup/memory{{container_cgroup_parent}}"
                          "/memory.limit_in_bytes").read()
             assert int(limit) == 64 << 20
-            big = containers.run(IMAGE, ["dd", "if=/dev/zero", "bs=200M", "count=1", "of=/dev/null"])
+            dd = ["dd", "if=/dev/zero", "bs=200M", "count=1", "of=/dev/null"]
+            big = containers.run(IMAGE, dd)
             assert (big.oom_killed, big.exit_code) == (True, 137)
             small = containers.run(IMAGE, ["sh", "-c", "dd if=/dev/zero bs=8M count=1 | wc -c"])
-            assert (small.exit_code, small.stdout.strip(), small.oom_killed) == (0, "8388608", False)
+            assert (small.exit_code, small.oom_killed) == (0, False)
+            assert small.stdout.strip() == "8388608"
             # removing a container keeps the parent and its limit (runc removes empty parents)
             assert open(f"/sys/fs/cgroup/memory{{container_cgroup_parent}}"
                         "/memory.limit_in_bytes").read() == limit
@@ -309,3 +312,46 @@ def test_a_killed_sessions_parent_cgroup_is_swept(tmp_path: Path) -> None:
         sleeper.wait()
         child.remove()
         cgroup.remove()
+
+
+def test_each_test_gets_a_bill_of_its_containers(
+    pytester: pytest.Pytester, busybox_ref: str, tmp_path: Path
+) -> None:
+    """The ``containers`` fixture adds ``("containers", [usage...])`` to the test's
+    user_properties: what each container used, from the kernel's counters."""
+    pytester.makeconftest(
+        """
+        import json
+        BILLS = {}
+
+        def pytest_runtest_logreport(report):
+            if report.when == "teardown":
+                BILLS[report.nodeid] = dict(report.user_properties).get("containers")
+
+        def pytest_sessionfinish(session):
+            with open("bills.json", "w") as f:
+                json.dump(BILLS, f)
+        """
+    )
+    pytester.makepyfile(
+        f"""
+        IMAGE = {busybox_ref!r}
+
+        def test_two(containers):
+            containers.run(IMAGE, ["dd", "if=/dev/zero", "bs=16M", "count=1", "of=/dev/null"])
+            containers.start(IMAGE, ["sleep", "60"])
+
+        def test_none(containers):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        f"--container-store={tmp_path / 'store'}", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=2)
+    bills = json.loads((pytester.path / "bills.json").read_text())
+    dd, sleep = bills["test_each_test_gets_a_bill_of_its_containers.py::test_two"]
+    assert (dd["exit_code"], dd["oom_killed"], dd["args"][0]) == (0, False, "dd")
+    assert dd["memory_peak_bytes"] >= 16 << 20 and dd["cpu_usage_us"] > 0
+    assert sleep["args"] == ["sleep", "60"] and sleep["exit_code"] == 137  # killed at teardown
+    assert bills["test_each_test_gets_a_bill_of_its_containers.py::test_none"] is None
