@@ -71,6 +71,7 @@ __all__ = [
     "capbset_drop",
     "capget",
     "capset",
+    "clone_parent",
     "close_range",
     "get_no_new_privs",
     "get_pdeathsig",
@@ -150,6 +151,12 @@ _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, 
 #: ``SYS_seccomp`` per machine (glibc has no wrapper)
 _SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "s390x": 348}
 _NR_SECCOMP = _SYS_SECCOMP.get(platform.machine())  # at import: the child reads no file
+#: ``SYS_clone`` per machine; s390x takes the stack first, then the flags
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "s390x": 120}
+_NR_CLONE = _SYS_CLONE.get(platform.machine())  # at import: the child reads no file
+_CLONE_STACK_FIRST = platform.machine() == "s390x"
+_CLONE_PARENT = 0x00008000
+_SIGCHLD = 17
 #: syscalls added since Linux 5.1 have one number on every architecture
 _SYS_CLOSE_RANGE = 436
 _SYS_OPENAT2 = 437
@@ -337,6 +344,23 @@ def get_pdeathsig() -> int:
 def get_no_new_privs() -> bool:
     """``PR_GET_NO_NEW_PRIVS``: whether the caller's ``no_new_privs`` bit is set."""
     return bool(prctl(PR_GET_NO_NEW_PRIVS))
+
+
+def clone_parent() -> int:
+    """``clone(CLONE_PARENT | SIGCHLD)`` with no new stack: a ``fork`` whose child is a
+    child of the caller's parent, not of the caller (runc's ``clone_parent`` in
+    ``nsexec.c``); it starts in the pid namespace the caller unshared or joined for
+    its children. Returns the child's pid (as seen from the caller), 0 in the child.
+    No ``atfork`` handler runs: call it only in a single-threaded process between
+    ``fork`` and ``exec``. Raises ``OSError`` (EINVAL from a pid namespace's init)."""
+    if _NR_CLONE is None:
+        raise OSError(38, "clone: unknown syscall number on this machine")
+    flags, stack = ctypes.c_ulong(_CLONE_PARENT | _SIGCHLD), ctypes.c_ulong(0)
+    first, second = (stack, flags) if _CLONE_STACK_FIRST else (flags, stack)
+    pid = _libc.syscall(ctypes.c_long(_NR_CLONE), first, second, ctypes.c_ulong(0),
+                        ctypes.c_ulong(0), ctypes.c_ulong(0))
+    _check(pid, "clone")
+    return int(pid)
 
 
 def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:

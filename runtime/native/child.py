@@ -11,10 +11,16 @@ The init talks to its parent over three pipes: ``go`` (parent to init: ``1``
 once the cgroup exists, and before it, with hooks, ``S<State JSON>\\n``),
 ``sync`` (init to parent: ``N`` once its namespaces exist, when the parent
 runs ``prestart``/``createRuntime`` hooks; ``C<fd>\\n`` once it is created and
-waits for ``start``) and the error pipe. A created init (``ptc-runtime
-create``) blocks on the ``exec.fifo`` of its state dir, held open read-write
-(so no writer ever has to exist for it to block, and ``start`` finds a reader
-while it lives): ``start`` writes one byte into it. What happens after that
+waits for ``start``) and the error pipe. With a user namespace the forked
+process first unshares it and sends ``U`` on ``sync``; the parent writes its
+``uid_map``/``gid_map`` and answers ``U`` on ``go``; the process becomes root
+of it, joins and unshares the other namespaces (pid included, owned by the user
+namespace), clones the init as a child of the parent (``CLONE_PARENT``),
+reports ``P<host pid>\\n`` on ``sync`` and exits (runc's ``nsexec.c`` stages).
+A created init (``ptc-runtime create``) blocks on the ``exec.fifo`` of its
+state dir, held open read-write (so no writer ever has to exist for it to
+block, and ``start`` finds a reader while it lives): ``start`` writes one byte
+into it. What happens after that
 (``startContainer`` hooks, ``exec``) is reported on a pipe the init keeps,
 whose read end ``start`` opens through ``/proc/<pid>/fd/<fd>`` (the ``C``
 line names it): EOF once ``exec`` succeeded, else the error.
@@ -70,7 +76,9 @@ class InitPlan:
     ``pivot_root``. ``moved_by_caller``: cgroup v2, the parent moves the init.
     ``join``: ``(fd, CLONE_NEW*)`` of namespaces given by ``path``, opened by the
     parent, joined in order (pid is joined at the fork); ``unshare_flags``: the new
-    namespaces but pid (made at the fork) and cgroup; ``cgroupns``: ``"new"``,
+    namespaces but pid (made at the fork) and cgroup; ``userns``: ``"new"``,
+    ``"join"`` (``userns_fd``) or ``""``: with one, pid is in ``join`` or
+    ``unshare_flags`` and the init is cloned once they are done; ``cgroupns``: ``"new"``,
     ``"join"`` (``cgroupns_fd``) or ``""``. ``sysctl``: ``(file under
     /proc/sys, value)``. ``stdout_fd``/``stderr_fd``: ``-1`` keeps the inherited
     stdio (stdin too). ``pdeathsig``: die with the parent (in-process containers).
@@ -100,6 +108,8 @@ class InitPlan:
     start_container: tuple[Hook, ...] = ()
     exec_fifo: str | None = None
     preserve_fds: int = 0
+    userns: str = ""
+    userns_fd: int = -1
 
 
 @dataclass(frozen=True)
@@ -248,12 +258,13 @@ class _GoPipe:
         line, _, self.buf = self.buf.partition(b"\n")
         return line[1:] if line[:1] == b"S" else None
 
-    def wait_go(self) -> bool:
-        """Whether the next byte is ``1`` (EOF or anything else: the parent gave up)."""
+    def wait_go(self, expected: bytes = b"1") -> bool:
+        """Whether the next byte is ``expected`` (EOF or anything else: the parent gave
+        up)."""
         if not self.buf and not self._fill():
             return False
         byte, self.buf = self.buf[:1], self.buf[1:]
-        return byte == b"1"
+        return byte == expected
 
 
 def _exit_on_signal(signum: int, frame: object) -> NoReturn:
@@ -303,14 +314,53 @@ def _wait_for_start(fifo: int, sync_w: int) -> int:
     return fate_w
 
 
+def _enter_user_namespace(plan: InitPlan, go: _GoPipe, sync_w: int) -> None:
+    """Join (``setns``) or unshare the user namespace; for a new one, ``U`` on
+    ``sync_w`` and wait for the parent's ``U`` (its maps are written). Then become
+    its root (``setresgid``/``setresuid`` 0, as runc's ``nsexec``): every capability
+    in it, files made in it owned by the mapped IDs."""
+    if plan.userns == "join":
+        sc.setns(plan.userns_fd, sc.CLONE_NEWUSER)
+        os.close(plan.userns_fd)
+    else:
+        sc.unshare(sc.CLONE_NEWUSER)
+        os.write(sync_w, b"U")
+        if not go.wait_go(b"U"):
+            os._exit(127)
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def _clone_init(plan: InitPlan, life_r: int, sync_w: int) -> None:
+    """Clone the init as a child of our parent, in the pid namespace just unshared or
+    joined; report its pid (``P<pid>\\n``) and exit. The init waits for EOF on a
+    pipe whose other end only we hold: the ``P`` line is then written, before
+    anything the init sends on ``sync_w``."""
+    hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
+    pid = sc.clone_parent()
+    if pid:
+        os.write(sync_w, b"P%d\n" % pid)
+        os._exit(0)
+    os.close(hold_w)
+    while os.read(hold_r, 1):
+        pass
+    os.close(hold_r)
+    if plan.pdeathsig:  # cleared by clone; now for our parent's thread
+        sc.set_pdeathsig(signal.SIGKILL)
+        if select.select([life_r], [], [], 0)[0]:
+            os._exit(1)
+
+
 def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) -> NoReturn:
     """The container init, forked by the caller (PID 1 of its new pid namespace, or a
     member of a joined one).
 
     With ``plan.pdeathsig`` it dies with the caller's thread; ``life_r`` is the read
     end of a pipe whose write end only the caller holds, so a caller that died
-    before the parent-death signal was set shows as EOF. Steps: join the namespaces
-    given by path, unshare the new ones, ``setsid``, ``/`` rprivate, sysctls;
+    before the parent-death signal was set shows as EOF. Steps: [user namespace:
+    :func:`_enter_user_namespace`]; join the namespaces given by path, unshare the
+    new ones [user namespace: :func:`_clone_init`, the rest runs in the clone],
+    ``setsid``, ``/`` rprivate, sysctls;
     [hooks: ``N`` on ``sync_w``, the State JSON from ``go_r``, ``createContainer``
     hooks]; the rootfs (overlay of the layers, or ``root.path`` bound onto itself)
     with its mounts and ``pivot_root`` (:func:`~..linux.rootfs.setup_rootfs`);
@@ -335,6 +385,9 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) ->
         if plan.exec_fifo is not None:  # opened while the host's paths are visible
             step[0] = "exec fifo"
             fifo = os.open(plan.exec_fifo, os.O_RDWR | os.O_CLOEXEC)
+        if plan.userns:
+            step[0] = "user namespace"
+            _enter_user_namespace(plan, go, sync_w)
         step[0] = "setns"
         for fd, flag in plan.join:
             sc.setns(fd, flag)
@@ -342,6 +395,9 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) ->
         step[0] = "unshare"
         if plan.unshare_flags:
             sc.unshare(plan.unshare_flags)
+        if plan.userns:
+            step[0] = "clone"
+            _clone_init(plan, life_r, sync_w)
         os.setsid()
         step[0] = "rprivate"
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
@@ -431,8 +487,9 @@ def _setns_all(plan: ExecPlan) -> None:
     except OSError as exc:
         if exc.errno != errno.EINVAL:
             raise
-    names = [("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS), ("net", sc.CLONE_NEWNET),
-             ("pid", sc.CLONE_NEWPID), ("cgroup", sc.CLONE_NEWCGROUP), ("mnt", sc.CLONE_NEWNS)]
+    names = [("user", sc.CLONE_NEWUSER), ("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
+             ("net", sc.CLONE_NEWNET), ("pid", sc.CLONE_NEWPID), ("cgroup", sc.CLONE_NEWCGROUP),
+             ("mnt", sc.CLONE_NEWNS)]
     fds = [(os.open(f"/proc/{plan.target_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag)
            for name, flag in names if plan.ns_flags & flag]
     for fd, flag in fds:

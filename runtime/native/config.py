@@ -6,13 +6,16 @@ Implements runtime-spec ``config.md`` ``#specification-version`` (any 1.x
 ``ociVersion``), ``#root``, ``#hostname``, ``#annotations`` and
 ``config-linux.md`` ``#namespaces`` (new ones, and joined by ``path``, checked
 to be a namespace of that type with the ``NS_GET_NSTYPE`` ioctl of
-``ioctl_ns(2)``), ``#control-groups`` (``cgroupsPath``), ``#sysctl`` (only
+``ioctl_ns(2)``), ``#user-namespace-mappings`` (``uidMappings``/``gidMappings``
+as written to ``/proc/<pid>/uid_map`` and ``gid_map``, kernel
+``user_namespaces(7)``), ``#control-groups`` (``cgroupsPath``), ``#sysctl`` (only
 namespaced keys, as runc). Unknown properties are ignored (``config.md``
 extensibility); a known one of the wrong type, or a value the engine cannot
 honour, raises ``InvalidOptionError`` (a ``ValueError``) whose ``option`` names
 the field, e.g. ``linux.namespaces[2].type``.
 
-User and time namespaces are not supported (an error says so).
+Time namespaces are not supported, nor a new user namespace made by a caller
+that is not root (rootless, ``newuidmap``): an error says so.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pytest_containers.exceptions import InvalidOptionError
 from ..linux import syscalls as sc
 
 __all__ = ["NAMESPACE_FLAGS", "Namespaces", "cgroup_path_of", "check_config", "field_of",
-           "namespaces_of", "open_namespace", "root_of", "sysctl_of"]
+           "id_maps_of", "namespaces_of", "open_namespace", "root_of", "sysctl_of"]
 
 #: ``ociVersion`` values we run: 1.x (SemVer 2.0.0, pre-release and build allowed)
 _VERSION = re.compile(r"1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?\Z")
@@ -37,9 +40,12 @@ _VERSION = re.compile(r"1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+
 NAMESPACE_FLAGS = {
     "pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS,
     "ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "cgroup": sc.CLONE_NEWCGROUP,
+    "user": sc.CLONE_NEWUSER,
 }
-_UNSUPPORTED_NAMESPACES = {"user": "user namespaces are not supported by ptc-runtime yet",
-                           "time": "time namespaces are not supported by ptc-runtime"}
+_UNSUPPORTED_NAMESPACES = {"time": "time namespaces are not supported by ptc-runtime"}
+#: ``uid_map`` lines the kernel takes (``user_namespaces(7)``, since Linux 4.15)
+_MAX_ID_MAPPINGS = 340
+_ID_LIMIT = 1 << 32
 #: order of ``setns`` for namespaces given by path (mount last: paths resolve before it)
 _JOIN_ORDER = ("ipc", "uts", "network", "cgroup", "mount")
 #: ``ioctl_ns(2)`` ``NS_GET_NSTYPE``: the ``CLONE_NEW*`` type of a namespace fd
@@ -73,8 +79,7 @@ def check_config(config: Any) -> None:
     """The top-level shape: ``ociVersion`` 1.x, ``root`` (``path`` a non-empty string,
     ``readonly`` a boolean), ``hostname``/``domainname`` strings, ``annotations``
     an object of strings, ``process``/``linux``/``hooks`` objects, ``mounts`` an
-    array, no ``linux.uidMappings``/``gidMappings`` (user namespaces). Raises
-    ``InvalidOptionError`` naming the field."""
+    array. Raises ``InvalidOptionError`` naming the field."""
     if not isinstance(config, Mapping):
         raise _bad("config.json", type(config).__name__, "must be a JSON object")
     version = config.get("ociVersion")
@@ -100,10 +105,6 @@ def check_config(config: Any) -> None:
     if mounts is not None and (isinstance(mounts, (str, bytes))
                                or not isinstance(mounts, Sequence)):
         raise _bad("mounts", mounts, "must be an array")
-    linux = _object(config.get("linux"), "linux")
-    for key in ("uidMappings", "gidMappings"):
-        if linux.get(key):
-            raise _bad(f"linux.{key}", linux[key], _UNSUPPORTED_NAMESPACES["user"])
 
 
 def root_of(config: Mapping[str, Any], bundle: str) -> str:
@@ -120,10 +121,11 @@ def root_of(config: Mapping[str, Any], bundle: str) -> str:
 @dataclass(frozen=True)
 class Namespaces:
     """``linux.namespaces`` parsed. ``types``: every type listed; ``new_flags``: the
-    ``CLONE_NEW*`` of those without ``path`` (pid and cgroup included); ``joined``:
-    ``(type, path)`` of those with one, in ``setns`` order (pid excluded); ``pid``:
-    ``"new"``, ``"join"`` (``pid_path``) or ``"host"``; ``cgroup``: ``"new"``,
-    ``"join"`` (``cgroup_path``) or ``""``."""
+    ``CLONE_NEW*`` of those without ``path`` (pid and cgroup included, user not);
+    ``joined``: ``(type, path)`` of those with one, in ``setns`` order (pid and user
+    excluded); ``pid``: ``"new"``, ``"join"`` (``pid_path``) or ``"host"``;
+    ``cgroup``: ``"new"``, ``"join"`` (``cgroup_path``) or ``""``; ``user``:
+    ``"new"``, ``"join"`` (``user_path``) or ``""`` (the caller's)."""
 
     types: frozenset[str]
     new_flags: int
@@ -132,6 +134,8 @@ class Namespaces:
     pid_path: str = ""
     cgroup: str = ""
     cgroup_path: str = ""
+    user: str = ""
+    user_path: str = ""
 
     @property
     def unshare_flags(self) -> int:
@@ -178,7 +182,7 @@ def namespaces_of(config: Mapping[str, Any]) -> Namespaces:
             if not isinstance(path, str) or not path.startswith("/"):
                 raise _bad(f"{where}.path", path, "must be an absolute path")
             joined[kind] = path
-        else:
+        elif kind != "user":
             new |= NAMESPACE_FLAGS[kind]
     if "mount" not in types:
         raise _bad("linux.namespaces", [e.get("type") for e in entries if isinstance(e, Mapping)],
@@ -189,7 +193,76 @@ def namespaces_of(config: Mapping[str, Any]) -> Namespaces:
         pid="join" if "pid" in joined else ("new" if "pid" in types else "host"),
         pid_path=joined.get("pid", ""),
         cgroup="join" if "cgroup" in joined else ("new" if "cgroup" in types else ""),
-        cgroup_path=joined.get("cgroup", ""))
+        cgroup_path=joined.get("cgroup", ""),
+        user="join" if "user" in joined else ("new" if "user" in types else ""),
+        user_path=joined.get("user", ""))
+
+
+def _id_map(linux: Mapping[str, Any], key: str) -> bytes:
+    """One of ``linux.uidMappings``/``gidMappings`` as the text of ``uid_map``."""
+    field = f"linux.{key}"
+    entries = linux.get(key)
+    if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
+        raise _bad(field, entries, "must be an array of {containerID, hostID, size}")
+    if not entries:
+        raise _bad(field, entries, "a new user namespace needs at least one mapping")
+    if len(entries) > _MAX_ID_MAPPINGS:
+        raise _bad(field, len(entries), f"at most {_MAX_ID_MAPPINGS} mappings")
+    ranges: list[tuple[int, int, int]] = []
+    for i, entry in enumerate(entries):
+        where = f"{field}[{i}]"
+        if not isinstance(entry, Mapping):
+            raise _bad(where, entry, "must be an object {containerID, hostID, size}")
+        values = []
+        for name in ("containerID", "hostID", "size"):
+            value = entry.get(name)
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or not 0 <= value < _ID_LIMIT:
+                raise _bad(f"{where}.{name}", value, "must be an integer from 0 to 4294967295")
+            values.append(value)
+        inside, outside, size = values
+        if size == 0:
+            raise _bad(f"{where}.size", size, "must be at least 1")
+        if inside + size > _ID_LIMIT or outside + size > _ID_LIMIT:
+            raise _bad(f"{where}.size", size, "the range goes past ID 4294967295")
+        for j, (other_in, other_out, other_size) in enumerate(ranges):
+            if inside < other_in + other_size and other_in < inside + size:
+                raise _bad(f"{where}.containerID", inside,
+                           f"the range overlaps the container IDs of {field}[{j}]")
+            if outside < other_out + other_size and other_out < outside + size:
+                raise _bad(f"{where}.hostID", outside,
+                           f"the range overlaps the host IDs of {field}[{j}]")
+        ranges.append((inside, outside, size))
+    if not any(inside == 0 for inside, _, _ in ranges):
+        raise _bad(field, entries, "must map container ID 0: the init becomes root of the "
+                   "user namespace (as runc)")
+    return "".join(f"{a} {b} {c}\n" for a, b, c in ranges).encode()
+
+
+def id_maps_of(config: Mapping[str, Any], namespaces: Namespaces) -> tuple[bytes, bytes]:
+    """``linux.uidMappings`` and ``linux.gidMappings`` as the contents of
+    ``/proc/<pid>/uid_map`` and ``gid_map`` (``"<container> <host> <size>\\n"`` lines;
+    ``b""`` when there is no new user namespace), runtime-spec ``config-linux.md``
+    ``#user-namespace-mappings`` and ``user_namespaces(7)``: a new user namespace needs
+    both, each with 1 to 340 entries of integers (``size`` at least 1), no two
+    overlapping in container or in host IDs, container ID 0 mapped; without a user
+    namespace there must be none. Joining one by ``path``, they are not written (it
+    has its own). A new one needs a root caller (the writer of the maps holds
+    ``CAP_SETUID``/``CAP_SETGID`` here; rootless ``newuidmap`` is not supported).
+    Raises ``InvalidOptionError`` naming the field."""
+    linux = _object(config.get("linux"), "linux")
+    if namespaces.user != "new":
+        if not namespaces.user:
+            for key in ("uidMappings", "gidMappings"):
+                if linux.get(key):
+                    raise _bad(f"linux.{key}", linux[key], "mappings need a user namespace "
+                               "in linux.namespaces")
+        return b"", b""
+    if os.geteuid() != 0:
+        raise _bad(field_of(config, "user").removesuffix(".path") + ".type", "user",
+                   "a new user namespace needs ptc-runtime to run as root; rootless "
+                   "containers (newuidmap/newgidmap) are not supported")
+    return _id_map(linux, "uidMappings"), _id_map(linux, "gidMappings")
 
 
 def open_namespace(kind: str, path: str, field: str) -> int:

@@ -24,6 +24,14 @@ container (host pids)::
                       joins the cgroup, unshare(cgroup), applies the process
                       (:mod:`.process`: user, capabilities...) and execs
 
+With a user namespace (``config-linux.md#user-namespace-mappings``), as runc's
+``nsexec``: a plain fork, whose child unshares CLONE_NEWUSER (or joins one) and
+asks for its maps (the caller writes ``/proc/<pid>/uid_map`` and ``gid_map``:
+root holds CAP_SETUID/CAP_SETGID here, so ``setgroups`` stays ``allow``), then
+makes the other namespaces, pid included, so the user namespace owns them, and
+clones the init with CLONE_PARENT (a child of the caller, as above) before it
+exits; the caller reaps it and moves the init into its cgroup (v1 too).
+
 A ``kill -9`` of an in-process caller SIGKILLs the init (pdeathsig), whose death
 kills every process of the pid namespace; the mount namespace, and with it the
 overlay, goes with the last of them. What can remain (the cgroup directories
@@ -225,13 +233,14 @@ class Spawned:
 
 
 def _read_sync(pipe: _LinePipe, timeout: float) -> bytes | None:
-    """The next message of the init on the sync pipe (``N``, or a ``C<fd>`` line);
+    """The next message of the init on the sync pipe (``N``, ``U``, or a ``C<fd>`` or
+    ``P<pid>`` line);
     ``None`` at EOF (it died: its error is on the error pipe)."""
     deadline = time.monotonic() + timeout
     while True:
-        if pipe.buf[:1] == b"N":
-            pipe.buf = pipe.buf[1:]
-            return b"N"
+        if pipe.buf[:1] in (b"N", b"U"):
+            byte, pipe.buf = pipe.buf[:1], pipe.buf[1:]
+            return byte
         if b"\n" in pipe.buf or pipe.eof:
             return pipe.read_line(0)
         remaining = max(0.0, deadline - time.monotonic())
@@ -261,7 +270,8 @@ def spawn(prepared: Prepared, spawned: Spawned, *,
     its ``C`` report, or its error.
 
     ``close_in_child``: fds of the caller the init must not keep (a locked one: the
-    ``flock`` would live as long as the init).
+    ``flock`` would live as long as the init). With a user namespace the fork's
+    child sets it up and clones the init (:func:`_user_namespace_handshake`).
 
     Raises ``ContainerStartError`` (``CommandNotFoundError`` when ``process.args[0]``
     is missing), ``HookError`` for a failing hook.
@@ -273,7 +283,7 @@ def spawn(prepared: Prepared, spawned: Spawned, *,
         life_r, life_w = os.pipe()
         go_r, go_w = os.pipe()
         sync_r, sync_w = os.pipe()
-        mode = prepared.namespaces.pid
+        mode = prepared.namespaces.pid if not plan.userns else "host"
         if mode == "new":
             pid = _fork_into_new_pidns()
         elif mode == "join":
@@ -300,6 +310,8 @@ def spawn(prepared: Prepared, spawned: Spawned, *,
         prepared.close()
     sync = _LinePipe(sync_r)
     try:
+        if plan.userns:
+            pid = _user_namespace_handshake(prepared, spawned, sync, go_w, err_r)
         try:
             spawned.pidfd = os.pidfd_open(pid)
         except OSError:
@@ -349,6 +361,53 @@ def spawn(prepared: Prepared, spawned: Spawned, *,
             if fd >= 0:
                 os.close(fd)
         sync.close()
+
+
+def _write_id_map(prepared: Prepared, path: str, data: bytes, field: str) -> None:
+    """Write one ``uid_map``/``gid_map`` in a single ``write`` (``user_namespaces(7)``)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ContainerStartError(
+            f"container {prepared.container_id}: {field}: the kernel refused the mapping "
+            f"{data.decode().strip()!r} in {path}: {exc.strerror}",
+            container_id=prepared.container_id, argv=list(prepared.args),
+            step="user namespace", field=field, errno=exc.errno) from exc
+
+
+def _user_namespace_handshake(prepared: Prepared, spawned: Spawned, sync: _LinePipe,
+                              go_w: int, err_r: int) -> int:
+    """The caller's side of a user namespace: for a new one, on ``U`` write the forked
+    child's ``uid_map`` and ``gid_map`` and answer ``U``; then read ``P<pid>`` (the
+    init it cloned, our child), reap the forked one. Returns the init's pid, now in
+    ``spawned.pid``; on failure the forked child is killed and reaped
+    (``spawned.pid`` 0 again) and ``ContainerStartError`` raised."""
+    first = spawned.pid
+    try:
+        if prepared.plan.userns == "new":
+            if _read_sync(sync, START_TIMEOUT) != b"U":
+                raise _failure(prepared, err_r)
+            _write_id_map(prepared, f"/proc/{first}/uid_map", prepared.uid_map,
+                          "linux.uidMappings")
+            _write_id_map(prepared, f"/proc/{first}/gid_map", prepared.gid_map,
+                          "linux.gidMappings")
+            os.write(go_w, b"U")
+        line = _read_sync(sync, START_TIMEOUT)
+        if line is None or not line.startswith(b"P"):
+            raise _failure(prepared, err_r)
+        pid = int(line[1:])
+    except BaseException:
+        _kill_quietly(first)
+        _reap(first)
+        spawned.pid = 0
+        raise
+    _reap(first)  # it exits once the init is cloned
+    spawned.pid = pid
+    return pid
 
 
 def _failure(prepared: Prepared, err_r: int) -> ContainerRuntimeError:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_containers.exceptions import ContainerStartError
+from pytest_containers.exceptions import ContainerStartError, InvalidOptionError
 
+from ..linux import syscalls as sc
 from ..linux.capabilities import UnknownCapabilityError
 from ..linux.cgroups import CgroupV1, CgroupV2, open_cgroup
 from ..linux.mounts import overlay_options, plan_rootfs
@@ -31,6 +32,7 @@ from .config import (
     cgroup_path_of,
     check_config,
     field_of,
+    id_maps_of,
     namespaces_of,
     open_namespace,
     sysctl_of,
@@ -46,7 +48,9 @@ class Prepared:
     """A container ready to :func:`spawn`: the config checked and turned into the
     init's plan. ``rootfs``: the host path of the root (the overlay mount point for
     layers); ``resources``: what goes to ``cgroup.create``; ``hooks``: by kind;
-    ``fds``: namespace fds opened for the init (closed by :meth:`close`)."""
+    ``fds``: namespace fds opened for the init (closed by :meth:`close`);
+    ``uid_map``/``gid_map``: what :func:`~.engine.spawn` writes to the new user
+    namespace's ``/proc/<pid>/uid_map`` and ``gid_map`` (``b""``: none)."""
 
     container_id: str
     state_dir: Path
@@ -60,6 +64,8 @@ class Prepared:
     hooks: dict[str, tuple[Hook, ...]] = field(default_factory=dict)
     pid_ns_fd: int = -1
     fds: list[int] = field(default_factory=list)
+    uid_map: bytes = b""
+    gid_map: bytes = b""
 
     @property
     def args(self) -> tuple[str, ...]:
@@ -80,6 +86,19 @@ def _process_error(container_id: str, exc: Exception, args: Sequence[str]) -> Co
         getattr(exc, "step", None) or "config")
     return ContainerStartError(f"container {container_id}: {exc}", container_id=container_id,
                                argv=list(args), step=step, field=getattr(exc, "option", None))
+
+
+def _check_cgroup_mounts(config: Mapping[str, Any]) -> None:
+    """A ``type: cgroup``/``cgroup2`` mount needs a cgroup namespace with a user
+    namespace: without one the init mounts in a transient cgroup namespace and
+    returns to the host's, which a user namespace's root may not join. Raises
+    ``InvalidOptionError`` naming ``mounts[i].type``."""
+    for i, mount in enumerate(config.get("mounts") or ()):
+        if isinstance(mount, Mapping) and mount.get("type") in ("cgroup", "cgroup2"):
+            raise InvalidOptionError(
+                f"mounts[{i}].type: a {mount['type']} mount in a user namespace needs a "
+                "cgroup namespace: add {\"type\": \"cgroup\"} to linux.namespaces "
+                f"(got {mount['type']!r})", option=f"mounts[{i}].type", value=mount["type"])
 
 
 def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundle: str,
@@ -118,6 +137,8 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
         args = process.get("args") if isinstance(process.get("args"), list) else []
         raise _process_error(container_id, exc, args) from exc
     namespaces = namespaces_of(config)
+    uid_map, gid_map = id_maps_of(config, namespaces)
+    user = namespaces.user
     hooks = parse_hooks(config.get("hooks")) if config.get("hooks") else {}
     hostname = config.get("hostname") or None
     if hostname is not None and "uts" not in namespaces.types:
@@ -128,6 +149,8 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
     sysctl = sysctl_of(config, namespaces) if linux.get("sysctl") else ()
     cgroup = open_cgroup(cgroup_path_of(config, container_id))
     rootfs_plan = plan_rootfs(config, rootfs, bundle=bundle)
+    if user and not namespaces.cgroup:
+        _check_cgroup_mounts(config)
     overlay = None
     if layers:
         overlay = overlay_options(layers, state_dir / "upper", state_dir / "work")
@@ -136,7 +159,7 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
         rootfs=rootfs, cgroup=cgroup,
         resources=linux.get("resources") if resources is None else resources,
         namespaces=namespaces, plan=None,  # type: ignore[arg-type] # set below
-        hooks=hooks)
+        hooks=hooks, uid_map=uid_map, gid_map=gid_map)
     try:
         join = []
         for kind, path in namespaces.joined:
@@ -147,19 +170,35 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
             prepared.pid_ns_fd = open_namespace("pid", namespaces.pid_path,
                                                 field_of(config, "pid"))
             prepared.fds.append(prepared.pid_ns_fd)
+        unshare_flags = namespaces.unshare_flags
+        userns_fd = -1
+        if user:
+            # the init makes the pid namespace after the user namespace (owned by it),
+            # so it joins or unshares it itself and clones PID 1 (see child.run_init)
+            if user == "join":
+                userns_fd = open_namespace("user", namespaces.user_path,
+                                           field_of(config, "user"))
+                prepared.fds.append(userns_fd)
+            if namespaces.pid == "join":
+                join.append((prepared.pid_ns_fd, sc.CLONE_NEWPID))
+            elif namespaces.pid == "new":
+                unshare_flags |= sc.CLONE_NEWPID
         cgroupns_fd = -1
         if namespaces.cgroup == "join":
             cgroupns_fd = open_namespace("cgroup", namespaces.cgroup_path,
                                          field_of(config, "cgroup"))
             prepared.fds.append(cgroupns_fd)
-        v1 = cgroup.version == 1
+        # v1 self-join writes ``tasks`` as the init's own user: in a user namespace
+        # the caller moves it (the file's owner, host root, is not mapped there)
+        v1 = cgroup.version == 1 and not user
         prepared.plan = child.InitPlan(
             rootfs=rootfs_plan, overlay_data=overlay,
             # v2 has no lock-free self move: the caller moves the init (see spawn)
             cgroup_join=tuple((str(d), rel) for d, rel in cgroup.self_join_paths()) if v1
             else (),
             moved_by_caller=not v1, join=tuple(join),
-            unshare_flags=namespaces.unshare_flags, cgroupns=namespaces.cgroup,
+            unshare_flags=unshare_flags, cgroupns=namespaces.cgroup,
+            userns=user, userns_fd=userns_fd,
             cgroupns_fd=cgroupns_fd,
             hostname=hostname if "uts" in namespaces.types else None,
             loopback="network" in namespaces.types and not any(

@@ -269,7 +269,7 @@ def test_delete_force_kills_a_running_container(bundle: Path, cli: Cli) -> None:
     ({"linux": {"namespaces": [{"type": "mount"}, {"type": "bogus"}]}},
      "linux.namespaces[1].type"),
     ({"linux": {"namespaces": [{"type": "mount"}, {"type": "user"}]}},
-     "linux.namespaces[1].type"),
+     "linux.uidMappings"),
     ({"linux": {"namespaces": [{"type": "mount"}, {"type": "uts"},
                                {"type": "network", "path": "/proc/self/ns/uts"}]}},
      "linux.namespaces[2].path"),
