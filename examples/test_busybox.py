@@ -63,4 +63,5 @@ def test_host_is_clean_afterwards(containers, busybox):
 
 def _cgroup_dirs(cid: str) -> list[Path]:
     root = Path("/sys/fs/cgroup")
-    return [*root.glob(f"ptc/{cid}"), *root.glob(f"*/ptc/{cid}")]
+    # the fixture's containers sit in the session's cgroup, /ptc/ptc-session-<pid>/<id>
+    return [*root.glob(f"ptc/*/{cid}"), *root.glob(f"*/ptc/*/{cid}")]

@@ -100,7 +100,8 @@ def _container_pids(state_dir: Path, timeout: float = 10.0) -> list[int]:
     while True:
         pids: set[int] = set()
         for procs in [*root.glob(f"ptc/{cid}/cgroup.procs"),
-                      *root.glob(f"*/ptc/{cid}/cgroup.procs")]:
+                      *root.glob(f"*/ptc/{cid}/cgroup.procs"),  # a session's container:
+                      *root.glob(f"*/ptc/ptc-session-*/{cid}/cgroup.procs")]:
             try:
                 pids.update(int(x) for x in procs.read_text().split())
             except FileNotFoundError:
