@@ -573,9 +573,12 @@ def _remove(state_dir: Path, saved: ContainerState, *, status: Status) -> None:
 def delete(root: Path, container_id: str, *, force: bool = False) -> None:
     """``delete``: remove a stopped container (``force``: kill it first, every process
     of its cgroup); its cgroup if ``create`` made it, ``poststop`` hooks, the state
-    dir. Raises ``ContainerNotFoundError``, and ``ContainerRuntimeError`` for a
+    dir. Raises ``ContainerNotFoundError`` (not with ``force``: a missing container
+    is deleted already, as runc says), and ``ContainerRuntimeError`` for a
     container that is not stopped without ``force``."""
     state_dir = _state_dir(root, container_id)
+    if force and not state_dir.is_dir():
+        return  # nothing to delete: done, as runc's delete --force says (podman relies on it)
     with _locked(state_dir, container_id):
         try:
             saved = load_state(state_dir)

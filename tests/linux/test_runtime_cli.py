@@ -249,6 +249,8 @@ def test_state_errors_name_the_id_and_change_nothing(bundle: Path, cli: Cli) -> 
         proc = ptc_runtime(*args)
         assert proc.returncode == 1, command
         assert f"container {unknown!r} does not exist" in proc.stderr, (command, proc.stderr)
+    forced = ptc_runtime("delete", "--force", unknown)  # runc: nothing to delete is success
+    assert (forced.returncode, forced.stderr) == (0, "")
 
 
 def test_delete_force_kills_a_running_container(bundle: Path, cli: Cli) -> None:
