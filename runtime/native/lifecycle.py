@@ -129,17 +129,10 @@ def _not_found(container_id: str) -> ContainerNotFoundError:
 
 
 def _owner_alive(state_dir: Path) -> bool:
-    try:
-        pid = int((state_dir / "owner").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether the process named in ``state_dir/owner`` lives (see :func:`~..sweep.owner_alive`)."""
+    from ..sweep import owner_alive
+
+    return owner_alive(state_dir) is True
 
 
 def _load(root: Path, container_id: str) -> tuple[Path, ContainerState]:

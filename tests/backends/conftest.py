@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from pytest_containers.plugins.oracle_images import build_busybox_layout
 
 from pytest_containers.image.digest import digest_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pytest_containers import Containers
+    from pytest_containers.image.store import Store
 
 _TOOLS = ("docker-registry", "skopeo", "umoci")
 
@@ -189,3 +196,28 @@ def waiter_pids(owner: int) -> list[int]:
             if state != "Z":
                 found.append(int(proc.name))
     return found
+
+
+def load_tags(store: Store, layout: Path, repository: str, tags: Iterable[str],
+              work: Path) -> None:
+    """Load each ``tag`` of the OCI layout into ``store`` as ``repository:tag``,
+    through an OCI archive that skopeo writes (the way users get images in)."""
+    from pytest_containers import Images
+
+    for tag in tags:
+        archive = work / f"{tag}.tar"
+        subprocess.run(["skopeo", "copy", "--quiet", f"oci:{layout}:{tag}",
+                        f"oci-archive:{archive}:{repository}:{tag}"], check=True)  # fmt: skip
+        Images(store).load(archive)
+
+
+def backend_containers(backend: str, store: Store) -> Iterator[Containers]:
+    """A ``Containers`` factory on ``backend`` over ``store`` (pull policy never);
+    everything it started, and the backend, closed after the yield."""
+    from pytest_containers import Containers, Images
+    from pytest_containers._pluginmanager import make_runtime
+
+    factory = Containers(Images(store, policy="never"), make_runtime(backend))
+    yield factory
+    factory.close()
+    factory.runtime.close()

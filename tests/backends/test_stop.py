@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 from pytest_containers.plugins.oracle_images import build_busybox_layout
 
-from pytest_containers import Containers, Images
-from pytest_containers._pluginmanager import make_runtime
+from pytest_containers import Containers
 from pytest_containers.exceptions import InvalidOptionError
 from pytest_containers.image.store import Store
+from tests.backends.conftest import backend_containers, load_tags
 
 #: a PID 1 that exits 7 on SIGUSR1 and 8 on SIGTERM, and says when it is ready
 TRAPS = "trap 'exit 7' USR1; trap 'exit 8' TERM; echo ready; while :; do sleep 0.05; done"
@@ -30,19 +30,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     for tag, stop in (("usr1", "SIGUSR1"), ("plain", None), ("bad", "SIGNOPE")):
         subprocess.run(["umoci", "config", "--image", f"{layout}:latest", "--tag", tag]
                        + ([f"--config.stopsignal={stop}"] if stop else []), check=True)  # fmt: skip
-        archive = work / f"{tag}.tar"
-        subprocess.run(["skopeo", "copy", "--quiet", f"oci:{layout}:{tag}",
-                        f"oci-archive:{archive}:test/stop:{tag}"], check=True)  # fmt: skip
-        Images(store).load(archive)
+    load_tags(store, layout, "test/stop", ("usr1", "plain", "bad"), work)
     return store
 
 
 @pytest.fixture(params=["native", "runc"])
 def containers(request: pytest.FixtureRequest, store: Store) -> Iterator[Containers]:
-    factory = Containers(Images(store, policy="never"), make_runtime(request.param))
-    yield factory
-    factory.close()
-    factory.runtime.close()
+    yield from backend_containers(request.param, store)
 
 
 def start_ready(containers: Containers, image: str, script: str = TRAPS):

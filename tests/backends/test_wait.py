@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,9 +15,9 @@ from typing import Any
 import pytest
 from pytest_containers.plugins.oracle_images import build_busybox_layout
 
-from pytest_containers import Containers, ContainerWaitError, Images, InvalidOptionError, wait
-from pytest_containers._pluginmanager import make_runtime
+from pytest_containers import Containers, ContainerWaitError, InvalidOptionError, wait
 from pytest_containers.image.store import Store
+from tests.backends.conftest import backend_containers, load_tags
 
 S = 1_000_000_000  # nanoseconds
 #: an httpd on 8080 serving /www/index.html ("hello")
@@ -70,20 +69,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     })  # fmt: skip
     add_healthcheck(layout, "plain", "none", {"Test": ["NONE"]})
     store = Store(work / "store")
-    for tag in ("plain", "health", "sick", "none"):
-        archive = work / f"{tag}.tar"
-        subprocess.run(["skopeo", "copy", "--quiet", f"oci:{layout}:{tag}",
-                        f"oci-archive:{archive}:test/wait:{tag}"], check=True)  # fmt: skip
-        Images(store).load(archive)
+    load_tags(store, layout, "test/wait", ("plain", "health", "sick", "none"), work)
     return store
 
 
 @pytest.fixture(params=["native", "runc"])
 def containers(request: pytest.FixtureRequest, store: Store) -> Iterator[Containers]:
-    factory = Containers(Images(store, policy="never"), make_runtime(request.param))
-    yield factory
-    factory.close()
-    factory.runtime.close()
+    yield from backend_containers(request.param, store)
     for thread in threading.enumerate():  # the threads in containers' netns end with each wait
         if thread.name.startswith("ptc-netns-"):
             thread.join(5)
