@@ -8,8 +8,9 @@ Implements runtime-spec ``config.md`` ``#specification-version`` (any 1.x
 to be a namespace of that type with the ``NS_GET_NSTYPE`` ioctl of
 ``ioctl_ns(2)``), ``#user-namespace-mappings`` (``uidMappings``/``gidMappings``
 as written to ``/proc/<pid>/uid_map`` and ``gid_map``, kernel
-``user_namespaces(7)``), ``#control-groups`` (``cgroupsPath``), ``#sysctl`` (only
-namespaced keys, as runc). Unknown properties are ignored (``config.md``
+``user_namespaces(7)``), ``#control-groups`` (``cgroupsPath``; ``resources``
+checked whole before anything is made, :func:`check_resources`), ``#sysctl``
+(only namespaced keys, as runc). Unknown properties are ignored (``config.md``
 extensibility); a known one of the wrong type, or a value the engine cannot
 honour, raises ``InvalidOptionError`` (a ``ValueError``) whose ``option`` names
 the field, e.g. ``linux.namespaces[2].type``.
@@ -31,8 +32,9 @@ from pytest_containers.exceptions import InvalidOptionError
 
 from ..linux import syscalls as sc
 
-__all__ = ["NAMESPACE_FLAGS", "Namespaces", "cgroup_path_of", "check_config", "field_of",
-           "id_maps_of", "namespaces_of", "open_namespace", "root_of", "sysctl_of"]
+__all__ = ["MIN_MEMORY_LIMIT_BYTES", "NAMESPACE_FLAGS", "Namespaces", "cgroup_path_of",
+           "check_config", "check_resources", "field_of", "id_maps_of", "namespaces_of",
+           "open_namespace", "root_of", "sysctl_of"]
 
 #: ``ociVersion`` values we run: 1.x (SemVer 2.0.0, pre-release and build allowed)
 _VERSION = re.compile(r"1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?\Z")
@@ -55,6 +57,13 @@ _IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "ke
                           "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
                           "kernel.shm_rmid_forced"})
 _UTS_SYSCTLS = frozenset({"kernel.hostname", "kernel.domainname"})
+#: the smallest ``linux.resources.memory.limit`` we run: docker's minimum, and the
+#: ``memory=`` option's (``Resources.from_options``). Below it a container runs only
+#: as long as it stays in a few hundred KiB (measured here: a 4 KiB limit OOM-kills
+#: the init, exit 137 with no message; ``sh -c 'echo hi'`` needs 256 KiB); runc
+#: 1.1.5 refuses what is below its own init's usage when it writes the limit
+#: (about 2.2 MiB here: "unable to set memory limit to 1048576 (current usage...)")
+MIN_MEMORY_LIMIT_BYTES = 6 * 1024 * 1024
 
 
 def _bad(field: str, value: Any, why: str) -> InvalidOptionError:
@@ -105,6 +114,28 @@ def check_config(config: Any) -> None:
     if mounts is not None and (isinstance(mounts, (str, bytes))
                                or not isinstance(mounts, Sequence)):
         raise _bad("mounts", mounts, "must be an array")
+
+
+def check_resources(config: Mapping[str, Any]) -> None:
+    """``linux.resources`` checked whole, before anything is made: every field as the
+    cgroup will take it (:func:`~..linux.cgroups.resources.parse`: ``CgroupError``
+    naming the field for a wrong type or range, ``InvalidOptionError`` for a limit
+    beyond what the kernel holds), and ``memory.limit`` at least
+    :data:`MIN_MEMORY_LIMIT_BYTES` (``InvalidOptionError`` naming
+    ``linux.resources.memory.limit``; ``-1``, unlimited, and ``0``, not set, are
+    fine)."""
+    from ..linux.cgroups.resources import parse
+
+    linux = _object(config.get("linux"), "linux")
+    limits = parse(linux.get("resources"))
+    limit = limits.memory_limit
+    if limit is not None and limit != -1 and limit < MIN_MEMORY_LIMIT_BYTES:
+        field = "linux.resources.memory.limit"
+        raise InvalidOptionError(
+            f"{field}: {limit} bytes is below the minimum memory limit allowed, "
+            f"{MIN_MEMORY_LIMIT_BYTES} bytes (6 MiB, as docker's): the kernel would "
+            "OOM-kill the container's processes without a word", option=field,
+            value=limit, field=field)
 
 
 def root_of(config: Mapping[str, Any], bundle: str) -> str:

@@ -254,7 +254,7 @@ def test_pids_limit(fake, limit, value):
     assert leaf_writes(fake) == [("pids.max", value)]
 
 
-@pytest.mark.parametrize("limit", [0, -5, "16", 1.5, True])
+@pytest.mark.parametrize("limit", ["16", 1.5, True])  # 0 and negative: see test_resources.py
 def test_pids_bad_limit_rejected_naming_the_field(fake, limit):
     with pytest.raises(CgroupError) as info:
         cg(fake).create({"pids": {"limit": limit}})

@@ -10,17 +10,34 @@ JSON path) for a value no kernel would take, before any directory is made.
 As runc and crun read it: ``0`` means "not set" for memory, cpu and blockIO
 numbers; ``-1`` means unlimited for memory, swap, cpu quota and pids;
 ``memory.kernel``/``kernelTCP``, ``cpu.realtimeRuntime``/``realtimePeriod``,
-``network`` and ``rdma`` are ignored. ``pids.limit`` ``0`` is rejected (it is
-not turned into 1). Which file each field goes to is the version's business
+``network`` and ``rdma`` are ignored. ``pids.limit`` as runc 1.1 reads it
+(``libcontainer/cgroups/fs/pids.go``): ``0`` is "not set" (a new cgroup's
+``pids.max`` is ``max``, kernel ``cgroup-v1/pids.rst``), any negative value is
+``max`` (podman sends ``0`` or ``-1`` for "unlimited"). A :class:`Resources`
+must still give a positive ``pids_max`` (it is the user's ``pids=`` option).
+
+Limits beyond what the kernel can hold raise ``InvalidOptionError`` (a
+``ValueError``; ``option``, ``field``: the field, or for a :class:`Resources`
+its option, e.g. ``memory``; ``value``), before anything is made: a byte limit
+above :data:`MAX_LIMIT_BYTES` (``PAGE_COUNTER_MAX`` pages of
+``include/linux/page_counter.h``; the kernel silently wraps a larger number
+modulo 2**64 when it parses it), a pids limit above :data:`PID_MAX_LIMIT`
+(``pids_max_write`` refuses it with EINVAL). :func:`option_error` turns a
+kernel EINVAL on a limit write (a ``CgroupError`` with ``field``) into the same
+kind of error. Which file each field goes to is the version's business
 (:mod:`.v1`, :mod:`.v2`).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pytest_containers.exceptions import CgroupError, InvalidOptionError
 
 from ...types import Resources
 from .fs import invalid
@@ -29,6 +46,21 @@ from .fs import invalid
 SHARES_MIN, SHARES_MAX = 2, 262_144
 _PAGE_SIZE = re.compile(r"^[1-9][0-9]*[KMG]B$")
 _PREFIX = "linux.resources"
+
+#: the page size the kernel counts memory in (bytes)
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+#: the largest byte limit the kernel's page counters hold: ``PAGE_COUNTER_MAX``
+#: (``LONG_MAX / PAGE_SIZE`` on 64-bit) pages, 9223372036854771712 with 4 KiB pages;
+#: v1 ``memory.limit_in_bytes`` reads it back when unlimited
+MAX_LIMIT_BYTES = (2**63 - 1) // PAGE_SIZE * PAGE_SIZE
+#: the largest ``pids.max`` the kernel takes (``PID_MAX_LIMIT`` on 64-bit, 4M)
+PID_MAX_LIMIT = 4 * 1024 * 1024
+#: :class:`Resources` byte fields, their user-facing option name and their field
+_RESOURCES_BYTES = (("memory_max_bytes", "memory", "memory.limit"),
+                    ("memory_swap_bytes", "memory_swap_bytes", "memory.swap"),
+                    ("memory_reservation_bytes", "memory_reservation_bytes",
+                     "memory.reservation"),
+                    ("memory_high_bytes", "memory_high_bytes", "unified[memory.high]"))
 
 
 @dataclass(frozen=True)
@@ -137,13 +169,16 @@ def parse(resources: Resources | Mapping[str, Any] | None) -> Limits:
     """Check ``linux.resources`` (or a :class:`Resources`) and return :class:`Limits`.
 
     Raises :class:`CgroupError` (EINVAL, ``field`` like
-    ``"linux.resources.pids.limit"``, ``value``) for a wrong type or range.
+    ``"linux.resources.pids.limit"``, ``value``) for a wrong type or range, and
+    ``InvalidOptionError`` (``option``, ``field``, ``value``) for a limit beyond what
+    the kernel holds (:data:`MAX_LIMIT_BYTES`, :data:`PID_MAX_LIMIT`).
     """
     if resources is None:
         return Limits()
     if isinstance(resources, Resources):
         from ...spec import linux_resources
 
+        _check_resources(resources)
         resources = linux_resources(resources)
     if not isinstance(resources, Mapping):
         raise invalid(_PREFIX, resources, "must be an object (runtime-spec linux.resources)")
@@ -151,8 +186,8 @@ def parse(resources: Resources | Mapping[str, Any] | None) -> Limits:
     cpu = _section(resources, "cpu")
     pids = _section(resources, "pids")
     blkio = _section(resources, "blockIO")
-    limit = _number(memory, "limit", "memory", unlimited=True)
-    swap = _number(memory, "swap", "memory", unlimited=True)
+    limit = _bytes(memory, "limit", "memory", unlimited=True)
+    swap = _bytes(memory, "swap", "memory", unlimited=True)
     if swap is not None and swap != -1:
         if limit is None or limit == -1:
             raise invalid(f"{_PREFIX}.memory.swap", swap, "cannot be set without memory.limit")
@@ -177,7 +212,7 @@ def parse(resources: Resources | Mapping[str, Any] | None) -> Limits:
     period = _number(cpu, "period", "cpu")
     return Limits(
         memory_limit=limit,
-        memory_reservation=_number(memory, "reservation", "memory", unlimited=True),
+        memory_reservation=_bytes(memory, "reservation", "memory", unlimited=True),
         memory_swap=swap,
         memory_swappiness=swappiness,
         disable_oom_killer=disable_oom,
@@ -242,6 +277,81 @@ def _number(section: Mapping[str, Any], key: str, name: str, *,
     return None if value == 0 else int(value)
 
 
+def too_big(field: str, value: int, limit: int, why: str, *, option: str | None = None,
+            unit: str = "") -> InvalidOptionError:
+    """The error for ``value`` of ``field`` above ``limit``, the most the kernel holds
+    (``why`` names the kernel's constant, ``unit`` like ``" bytes"``); ``option``:
+    the user's option name when it is not the field (``memory`` for
+    ``Resources.memory_max_bytes``)."""
+    name = option or field
+    hint = "leave it unset" if option else "use -1"
+    return InvalidOptionError(
+        f"{name}: {value}{unit} is above the most the kernel can hold, {limit}{unit} "
+        f"({why}); {hint} for no limit", option=name, value=value, field=field)
+
+
+def _bytes(section: Mapping[str, Any], key: str, name: str, *,
+           unlimited: bool = False) -> int | None:
+    """:func:`_number` for a byte limit: at most :data:`MAX_LIMIT_BYTES`."""
+    value = _number(section, key, name, unlimited=unlimited)
+    if value is not None and value > MAX_LIMIT_BYTES:
+        raise too_big(f"{_PREFIX}.{name}.{key}", value, MAX_LIMIT_BYTES,
+                      "PAGE_COUNTER_MAX pages", unit=" bytes")
+    return value
+
+
+def _check_resources(resources: Resources) -> None:
+    """What :func:`parse` refuses of a :class:`Resources` before it becomes
+    ``linux.resources``: byte limits above :data:`MAX_LIMIT_BYTES`
+    (``InvalidOptionError`` naming the option: ``memory`` for ``memory_max_bytes``),
+    a ``pids_max`` that is not positive (``CgroupError``, as before: ``0`` is "not
+    set" only in a config)."""
+    for attribute, option, key in _RESOURCES_BYTES:
+        value = getattr(resources, attribute)
+        if _is_int(value) and value > MAX_LIMIT_BYTES:
+            raise too_big(f"{_PREFIX}.{key}", value, MAX_LIMIT_BYTES,
+                          "PAGE_COUNTER_MAX pages", option=option, unit=" bytes")
+    for size, limit in resources.hugepage_limits:
+        if _is_int(limit) and limit > MAX_LIMIT_BYTES:
+            raise too_big(f"{_PREFIX}.hugepageLimits[{size}]", limit, MAX_LIMIT_BYTES,
+                          "PAGE_COUNTER_MAX pages", option="hugepage_limits",
+                          unit=" bytes")
+    pids = resources.pids_max
+    if pids is None:
+        return
+    if not _is_int(pids) or pids < 1:
+        raise invalid(f"{_PREFIX}.pids.limit", pids,
+                      "must be a positive count (Resources.pids_max, the pids option)")
+    if pids > PID_MAX_LIMIT:
+        raise too_big(f"{_PREFIX}.pids.limit", pids, PID_MAX_LIMIT, "PID_MAX_LIMIT",
+                      option="pids")
+
+
+def option_error(exc: BaseException) -> InvalidOptionError | None:
+    """The ``InvalidOptionError`` for a limit the kernel refused: ``exc`` (or the
+    exception it was raised from) a ``CgroupError`` with ``errno`` EINVAL or ERANGE
+    and a ``field`` (what :mod:`.v1`/:mod:`.v2` raise when a write of a
+    ``linux.resources`` value fails); its ``option`` and ``field`` are that field,
+    ``value`` what was written, ``path`` the file. ``None`` for anything else (a
+    busy cgroup, a missing controller...)."""
+    seen = 0
+    while exc is not None and not isinstance(exc, CgroupError) and seen < 4:
+        exc = exc.__cause__  # type: ignore[assignment]
+        seen += 1
+    if not isinstance(exc, CgroupError):
+        return None
+    field = getattr(exc, "field", None)
+    code = getattr(exc, "errno", None)
+    if not field or code not in (errno.EINVAL, errno.ERANGE):
+        return None
+    value = getattr(exc, "value", None)
+    path = getattr(exc, "path", None)
+    where = f" ({path})" if path else ""
+    return InvalidOptionError(
+        f"{field}: the kernel refused {value}{where}: {os.strerror(code)}",
+        option=field, value=value, field=field, path=path, errno=code)
+
+
 def _cpuset(cpu: Mapping[str, Any], key: str) -> str | None:
     value = cpu.get(key)
     if value is None or value == "":
@@ -252,6 +362,8 @@ def _cpuset(cpu: Mapping[str, Any], key: str) -> str | None:
 
 
 def _pids(pids: Mapping[str, Any]) -> int | None:
+    """``pids.limit`` as runc 1.1: ``0`` not set (``None``), negative or ``"max"``
+    unlimited (-1), else a count up to :data:`PID_MAX_LIMIT`."""
     value = pids.get("limit")
     if value is None:
         return None
@@ -259,12 +371,13 @@ def _pids(pids: Mapping[str, Any]) -> int | None:
     if value == "max":
         return -1
     if not _is_int(value):
-        raise invalid(field, value, "must be an integer, -1 or 'max'")
+        raise invalid(field, value, "must be an integer (0 or negative: no limit)")
     if value == 0:
-        raise invalid(field, value, "would forbid every process: use a positive count, "
-                      "or -1 / 'max' for unlimited")
-    if value < -1:
-        raise invalid(field, value, "must be positive, or -1 / 'max' for unlimited")
+        return None
+    if value < 0:
+        return -1
+    if value > PID_MAX_LIMIT:
+        raise too_big(field, value, PID_MAX_LIMIT, "PID_MAX_LIMIT")
     return int(value)
 
 
@@ -322,6 +435,9 @@ def _hugepages(value: Any) -> tuple[tuple[str, int], ...]:
         if not isinstance(size, str) or not _PAGE_SIZE.match(size):
             raise invalid(f"{field}[{i}].pageSize", size, "must look like '2MB' or '1GB'")
         limit = _check_int(entry.get("limit"), f"{field}[{i}].limit", 0, None)
+        if limit > MAX_LIMIT_BYTES:
+            raise too_big(f"{field}[{i}].limit", limit, MAX_LIMIT_BYTES,
+                          "PAGE_COUNTER_MAX pages", unit=" bytes")
         out.append((size, limit))
     return tuple(out)
 
