@@ -11,7 +11,7 @@ Subcommands (runtime-spec ``runtime.md`` operations, runc 1.1's flags)::
          [--user UID[:GID]] [--additional-gids G]... [--cap CAP]...
          [--no-new-privs] ID [CMD...]
     spec [--bundle DIR]     list [--format table|json] [-q]
-    ps [--format table|json] ID          pause ID          resume ID
+    ps [--format table|json] ID [PS OPTIONS...]    pause ID          resume ID
 
 Global flags, before the subcommand: ``--root DIR`` (state root, default
 ``/run/ptc`` for root, ``$XDG_RUNTIME_DIR/ptc`` otherwise: the same root as the
@@ -24,19 +24,32 @@ and always written to stderr), ``--debug`` (accepted), ``--systemd-cgroup``
 (refused: cgroups are cgroupfs paths, ``linux.cgroupsPath`` like
 ``/ptc/<id>``).
 
-Exit codes: 0, 1 for any error of ours (the message names the container id or
-the config field), and for ``run``/``exec`` in the foreground the container
-process's own code, 128+N when signal N killed it.
+Container ids are runc's: ASCII letters, digits, ``_ + . -``. ``kill ID 0``
+checks that the container runs (as ``kill(2)``), ``pause``/``resume`` work on a
+created container too (it is ``paused``, then ``created`` again), and ``ps``
+passes its options to ``ps(1)`` (default ``-ef``) and keeps the lines of the
+container's processes (runc's ``ps``; options without a ``PID`` column, such as
+``-o args``, select them with ``-p`` instead).
+
+Exit codes: 0; for ``run``/``exec`` in the foreground the container process's
+own code, 128+N when signal N killed it; 127 when ``process.args[0]`` (or the
+command of ``exec``) is not found and 126 when it cannot be executed
+(``create``, ``run``, ``start``, ``exec``; the message in runc's words, ``exec:
+"CMD": executable file not found in $PATH`` or ``exec: "CMD": permission
+denied``, which podman matches too); 1 for any other error of ours (the message
+names the container id or the config field, without Python's exception names).
 
 Not supported yet: terminals (``--console-socket``, ``--tty``,
-``process.terminal``), user namespaces, checkpoint/restore, ``update``.
+``process.terminal``), rootless containers, checkpoint/restore, ``update``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -50,14 +63,19 @@ SPEC_VERSION = "1.0.2"
 _log_file: str | None = None
 _log_json = False
 _OK = 0
+#: exit codes of a command that cannot be run (docker's, podman's)
+_NOT_FOUND, _CANNOT_INVOKE = 127, 126
+#: what Python puts before a message: ``FileNotFoundError: ``, ``[Errno 2] ``
+_PYTHON_WORDS = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception): |\[Errno \d+\] ")
 
 
 def _log(level: str, message: str) -> None:
-    """Write ``message`` to stderr and, with ``--log``, append it to the log file."""
+    """Write ``message`` to stderr and, with ``--log``, append it to the log file, with
+    the time in RFC 3339, UTC (``2024-05-01T12:00:00Z``, as runc's logrus)."""
     os.write(2, f"ptc-runtime: {level}: {message}\n".encode(errors="replace"))
     if _log_file is None:
         return
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if _log_json:
         line = json.dumps({"level": level, "msg": message, "time": now})
     else:
@@ -210,22 +228,55 @@ def _list(args: argparse.Namespace) -> int:
     return _OK
 
 
-def _cmdline(pid: int) -> str:
+def _run_ps(options: Sequence[str]) -> list[str]:
+    """The lines ``ps OPTIONS`` prints; ``_Fail`` with its stderr when it fails (``ps -p``
+    of processes that are gone exits 1 after its header, without a word: not a
+    failure)."""
+    import subprocess
+
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+        proc = subprocess.run(["ps", *options], capture_output=True, text=True, check=False,
+                              stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        _fail(f"cannot run ps(1): {exc.strerror}")
+    if proc.returncode != 0 and (proc.stderr.strip() or not proc.stdout):
+        _fail(f"ps {' '.join(options)} failed: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout.splitlines()
 
 
 def _ps(args: argparse.Namespace) -> int:
+    """runc's ``ps``: ``--format json`` prints the pids; else ``ps(1)`` with the
+    options (default ``-ef``), its header and the lines whose ``PID`` column is a
+    process of the container. Without a ``PID`` column (``-o args``) ``ps`` itself
+    selects them (``-p PID,...``)."""
     from .native import lifecycle
 
     pids = lifecycle.ps(_root(args), args.container_id)
     if args.format == "json":
         sys.stdout.write(json.dumps(pids) + "\n")
         return _OK
-    sys.stdout.write("PID     CMD\n" + "".join(f"{p:<7} {_cmdline(p)}\n" for p in pids))
+    options = list(args.ps_options) or ["-ef"]
+    if options[:1] == ["--"]:
+        options = options[1:]
+    lines = _run_ps(options)
+    if not lines:
+        return _OK
+    try:
+        column = lines[0].split().index("PID")
+    except ValueError:
+        column = -1
+    if column < 0:
+        if pids:
+            lines = _run_ps([*options, "-p", ",".join(str(p) for p in pids)])
+        sys.stdout.write("".join(line + "\n" for line in lines[:1 if not pids else None]))
+        return _OK
+    wanted = {str(p) for p in pids}
+    out = [lines[0]]
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > column and fields[column] in wanted:
+            out.append(line)
+    sys.stdout.write("".join(line + "\n" for line in out))
     return _OK
 
 
@@ -238,8 +289,10 @@ def _exec_process(args: argparse.Namespace) -> dict[str, Any]:
         try:
             with open(args.process, "rb") as f:
                 process = json.loads(f.read())
-        except (OSError, ValueError) as exc:
-            _fail(f"--process {args.process}: {exc}")
+        except OSError as exc:
+            _fail(f"--process {args.process}: {exc.strerror}")
+        except ValueError as exc:
+            _fail(f"--process {args.process}: not JSON: {exc}")
         if not isinstance(process, dict):
             _fail(f"--process {args.process}: not a JSON object")
         if process.get("terminal"):
@@ -285,7 +338,7 @@ def _exec(args: argparse.Namespace) -> int:
     _no_terminal(args)
     process = _exec_process(args)
     return lifecycle.exec_process(_root(args), args.container_id, process, detach=args.detach,
-                                  pid_file=args.pid_file)
+                                  pid_file=args.pid_file, ignore_paused=args.ignore_paused)
 
 
 # -- the parser -----------------------------------------------------------------------
@@ -356,7 +409,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tty", "-t", action="store_true")
     p.add_argument("--console-socket", default=None)
     p.add_argument("--preserve-fds", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--ignore-paused", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--ignore-paused", action="store_true",
+                   help="exec in a paused container: the process waits, frozen, for "
+                        "resume (as runc)")
     p.add_argument("container_id", metavar="ID")
     p.add_argument("process_args", metavar="CMD", nargs=argparse.REMAINDER)
     p = sub.add_parser("spec", help="write a default config.json into the bundle")
@@ -364,8 +419,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the containers under the root")
     p.add_argument("--format", "-f", choices=("table", "json"), default="table")
     p.add_argument("--quiet", "-q", action="store_true")
-    p = command("ps", "list the processes of a container")
+    p = command("ps", "list the processes of a container (ps(1) options after the ID)")
     p.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    p.add_argument("ps_options", metavar="PS OPTIONS", nargs=argparse.REMAINDER)
     command("pause", "freeze every process of a container")
     command("resume", "thaw a paused container")
     return parser
@@ -404,12 +460,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifecycle.warn = lambda message: _log("warning", message)
         return _COMMANDS[args.command](args)
     except _Fail as exc:
-        _log("error", str(exc))
+        _log("error", _PYTHON_WORDS.sub("", str(exc)))
     except (OSError, ValueError, RuntimeError, LookupError) as exc:
-        _log("error", str(exc))
+        _log("error", _words(exc))
+        return _exit_code(exc)
     except KeyboardInterrupt:
         _log("error", "interrupted")
         return 130
+    except Exception as exc:  # a bug of ours: one line, the traceback with --debug
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        _log("error", f"internal error: {_words(exc)} (--debug shows where)")
+    return 1
+
+
+def _words(exc: BaseException) -> str:
+    """The message of ``exc`` for a person: an ``OSError`` as the system says it (``No
+    such file or directory: '/x'``), without Python's class names and ``[Errno N]``
+    (also where a message from the container init carries them)."""
+    from .native.process import describe
+
+    return _PYTHON_WORDS.sub("", describe(exc))
+
+
+def _exit_code(exc: BaseException) -> int:
+    """127 for a command that is not there, 126 for one that cannot be executed (the
+    ``exec`` step failed), else 1."""
+    from pytest_containers.exceptions import CommandNotFoundError
+
+    if isinstance(exc, CommandNotFoundError):
+        return _NOT_FOUND
+    if getattr(exc, "step", None) == "exec" and getattr(exc, "errno", None) not in (
+            None, 0, errno.ENOENT):
+        return _CANNOT_INVOKE
     return 1
 
 

@@ -37,7 +37,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -47,7 +46,8 @@ from .linux import cgroups, mounts
 from .spec import DEFAULT_CGROUP_PARENT, cgroups_path
 from .state import default_state_root
 
-__all__ = ["owner_alive", "session_cgroup_path", "sweep", "sweep_session_cgroups"]
+__all__ = ["mounts_under", "owner_alive", "owner_pid", "session_cgroup_path", "sweep",
+           "sweep_session_cgroups"]
 
 #: name prefix of a session's parent cgroup under ``/ptc``
 SESSION_PREFIX = "ptc-session-"
@@ -58,13 +58,18 @@ DELETE_TIMEOUT = 30.0
 _RUNTIME_ROOT_SUFFIX = "-root"
 
 
-def owner_alive(state_dir: Path) -> bool | None:
-    """Whether the pid in ``state_dir/owner`` is alive; ``None`` without a readable owner."""
+def owner_pid(state_dir: Path) -> int | None:
+    """The pid in ``state_dir/owner``; ``None`` without a readable one."""
     try:
-        pid = int((state_dir / "owner").read_text().split()[0])
+        return int((state_dir / "owner").read_text().split()[0])
     except (FileNotFoundError, NotADirectoryError, ValueError, IndexError):
         return None
-    return _pid_alive(pid)
+
+
+def owner_alive(state_dir: Path) -> bool | None:
+    """Whether the pid in ``state_dir/owner`` is alive; ``None`` without a readable owner."""
+    pid = owner_pid(state_dir)
+    return None if pid is None else _pid_alive(pid)
 
 
 def sweep(state_root: Path | None = None, *, cgroup_root: Path | None = None) -> list[str]:
@@ -77,8 +82,10 @@ def sweep(state_root: Path | None = None, *, cgroup_root: Path | None = None) ->
     (``MNT_DETACH``) whatever is mounted under the state dir, deepest first,
     remove the cgroup ``ptc/<id>`` (in every mounted hierarchy for a command
     line backend's container), then the state dir. A ``ptc-runtime`` dir
-    (``state.json``): its init SIGKILLed if it is still that process, its
-    cgroup (from ``state.json``) emptied and removed only if ``create`` made it.
+    (``state.json``) goes as ``delete --force`` would remove it
+    (:func:`~.native.statedir.destroy`): its init SIGKILLed if it is still that
+    process, its cgroup (from ``state.json``, recorded before it is made) emptied
+    and removed with the parents ``create`` made, only if it is ours.
 
     Dirs without a readable ``owner`` (detached ``ptc-runtime`` containers among
     them) and dirs whose owner is alive are never touched; a dir another sweep is
@@ -135,8 +142,10 @@ def _locked(state_dir: Path) -> Iterator[bool]:
 
 
 def _sweep_detached_state(state_dir: Path, cgroup_root: Path | None) -> bool:
-    """Sweep a ``ptc-runtime`` dir (it has ``state.json``); ``False`` when it is not one."""
-    from .native.state import STATE_FILE, ContainerState, process_alive
+    """Sweep a ``ptc-runtime`` dir (it has ``state.json``) with
+    :func:`~.native.statedir.destroy`, as ``delete --force`` would (its init, its
+    cgroup when ours, mounts, the dir; no hook); ``False`` when it is not one."""
+    from .native.state import STATE_FILE, ContainerState
 
     try:
         with open(state_dir / STATE_FILE, "rb") as f:
@@ -146,18 +155,9 @@ def _sweep_detached_state(state_dir: Path, cgroup_root: Path | None) -> bool:
     except (OSError, ValueError, TypeError):
         shutil.rmtree(state_dir, ignore_errors=True)  # half-written: create died at once
         return True
-    if process_alive(saved.pid, saved.start_time):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(saved.pid, signal.SIGKILL)
-    # while "creating", a cgroup at the path is ours: create refuses an existing one
-    if saved.cgroup_path and (saved.cgroup_created or saved.status == "creating"):
-        cgroup = cgroups.open_cgroup(saved.cgroup_path, root=cgroup_root or cgroups.DEFAULT_ROOT)
-        cgroup.kill_all()
-        cgroup.remove()
-    left = _mounts_under(state_dir)
-    if left:
-        raise OSError(errno.EBUSY, f"still mounted: {', '.join(left)}")
-    shutil.rmtree(state_dir, ignore_errors=True)
+    from .native.statedir import destroy
+
+    destroy(state_dir, saved, cgroup_root=cgroup_root)
     return True
 
 
@@ -172,13 +172,13 @@ def _sweep_one(state_dir: Path, container_id: str, cgroup_root: Path | None) -> 
     path = _config_cgroups_path(state_dir) or cgroups_path(container_id)
     cgroup = cgroups.open_cgroup(path, root=cgroup_root or cgroups.DEFAULT_ROOT)
     cgroup.kill_all()
-    for target in _mounts_under(state_dir):
+    for target in mounts_under(state_dir):
         mounts.unmount(Path(target))
     cgroup.remove()
     if runtime_roots and cgroup_root in (None, cgroups.DEFAULT_ROOT):
         parent = path.rsplit("/", 1)[0]
         cgroups.remove_everywhere(path, keep="" if parent == DEFAULT_CGROUP_PARENT else parent)
-    left = _mounts_under(state_dir)
+    left = mounts_under(state_dir)
     if left:
         raise OSError(errno.EBUSY, f"still mounted: {', '.join(left)}")
     shutil.rmtree(state_dir, ignore_errors=True)
@@ -267,7 +267,7 @@ def _runtime_delete(binary: str, runtime_root: Path, container_id: str) -> None:
         )
 
 
-def _mounts_under(state_dir: Path) -> list[str]:
+def mounts_under(state_dir: Path) -> list[str]:
     """Mount points at or under ``state_dir`` in this mount namespace, deepest (and,
     for stacked mounts, last mounted) first."""
     top = os.path.realpath(state_dir)

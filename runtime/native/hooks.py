@@ -23,6 +23,8 @@ A failing (non-zero exit, killed, timed out, not executable) ``prestart``,
 ``createRuntime``, ``createContainer`` or ``startContainer`` hook fails the
 operation, which tears the container down; ``poststart`` and ``poststop``
 failures are logged as warnings and the lifecycle goes on (the spec's MUST).
+The error names the hook (``hooks.<kind>[<index>]`` and its path), its exit
+status or signal, and the end of its stderr and stdout, each quoted on one line.
 
 :func:`run_hook` uses only ``os`` calls (``posix_spawn``, pipes, ``poll``), no
 threads and no imports, so the container init can call it between ``fork``
@@ -56,7 +58,11 @@ _KEEP_OUTPUT = 4096
 class HookError(ContainerRuntimeError):
     """A hook failed. Fields: ``kind`` (``prestart``...), ``index`` (position in its
     list), ``path``, ``returncode`` (``None`` when it did not run or timed out),
-    ``signal``, ``output`` (the end of its stdout and stderr), ``timed_out``."""
+    ``signal``, ``stdout`` and ``stderr`` (the end of each, decoded), ``output``
+    (the end of both, stderr first), ``timed_out``. The message names the hook
+    (``hooks.createRuntime[1] (/usr/bin/hook)``), how it failed (``exited with
+    status 3``) and the end of its stderr and stdout, as runc's ``error running
+    hook #1: exit status 3, stdout: ..., stderr: ...``."""
 
 
 @dataclass(frozen=True)
@@ -130,66 +136,89 @@ def parse_hooks(hooks: Any) -> dict[str, tuple[Hook, ...]]:
     return out
 
 
-def _failed(hook: Hook, why: str, **fields: Any) -> HookError:
-    output = fields.pop("output", b"")
-    text = output.decode(errors="replace").strip()
-    message = f"{hook.field} ({hook.path}) {why}" + (f": {text}" if text else "")
+def _quote(data: bytes) -> str:
+    """``data`` decoded and quoted on one line (newlines as ``\\n``)."""
+    text = data.decode(errors="replace").strip()
+    return '"' + text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"') + '"'
+
+
+def _failed(hook: Hook, why: str, stdout: bytes = b"", stderr: bytes = b"",
+            **fields: Any) -> HookError:
+    message = f"{hook.field} ({hook.path}) {why}"
+    if stderr.strip():
+        message += f", stderr: {_quote(stderr)}"
+    if stdout.strip():
+        message += f", stdout: {_quote(stdout)}"
+    out = stdout.decode(errors="replace").strip()
+    err = stderr.decode(errors="replace").strip()
     return HookError(message, kind=hook.kind, index=hook.index, path=hook.path,
-                     output=text, **fields)
+                     stdout=out, stderr=err, output="\n".join(t for t in (err, out) if t),
+                     **fields)
 
 
 def run_hook(hook: Hook, state: bytes) -> None:
     """Run ``hook`` with ``state`` (the State JSON) on its stdin, its stdout and stderr
-    captured, and wait for it (``hook.timeout`` seconds at most; then SIGKILL).
+    captured (each on its own pipe), and wait for it (``hook.timeout`` seconds at
+    most; then SIGKILL).
 
     Raises :class:`HookError` when it cannot be started, exits non-zero, is killed
     by a signal or times out."""
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
     try:
         actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
-                   (os.POSIX_SPAWN_DUP2, out_w, 2)]
+                   (os.POSIX_SPAWN_DUP2, err_w, 2)]
         try:
             env = dict(item.split("=", 1) for item in hook.env if "=" in item)
             pid = os.posix_spawn(hook.path, hook.args, env, file_actions=actions,
                                  setsigdef=(signal.SIGPIPE, signal.SIGINT, signal.SIGXFSZ))
         except OSError as exc:
-            raise _failed(hook, f"cannot be run: {exc.strerror}", returncode=None,
-                          signal=None, timed_out=False, errno=exc.errno) from None
+            os.close(out_r)
+            os.close(err_r)
+            raise _failed(hook, f"cannot be run: {(exc.strerror or str(exc)).lower()}",
+                          returncode=None, signal=None, timed_out=False,
+                          errno=exc.errno) from None
     finally:
         os.close(in_r)
         os.close(out_w)
+        os.close(err_w)
     try:
-        status, output, timed_out = _feed_and_wait(pid, in_w, out_r, state, hook.timeout)
+        status, outputs, timed_out = _feed_and_wait(pid, in_w, (out_r, err_r), state,
+                                                    hook.timeout)
     finally:
         os.close(out_r)
+        os.close(err_r)
+    stdout, stderr = outputs[out_r], outputs[err_r]
     if timed_out:
-        raise _failed(hook, f"timed out after {hook.timeout} s and was killed",
-                      returncode=None, signal=signal.SIGKILL, timed_out=True, output=output)
+        raise _failed(hook, f"timed out after {hook.timeout} s and was killed", stdout, stderr,
+                      returncode=None, signal=signal.SIGKILL, timed_out=True)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        raise _failed(hook, f"was killed by signal {sig}", returncode=128 + sig, signal=sig,
-                      timed_out=False, output=output)
+        raise _failed(hook, f"was killed by signal {sig}", stdout, stderr,
+                      returncode=128 + sig, signal=sig, timed_out=False)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        raise _failed(hook, f"exited with status {code}", returncode=code, signal=None,
-                      timed_out=False, output=output)
+        raise _failed(hook, f"exited with status {code}", stdout, stderr, returncode=code,
+                      signal=None, timed_out=False)
 
 
-def _feed_and_wait(pid: int, in_w: int, out_r: int, state: bytes, timeout: int | None
-                   ) -> tuple[int, bytes, bool]:
-    """Write ``state`` to the hook's stdin (then close it) and collect its output until
-    it exits (its pidfd turns readable: a background child still holding the output
-    pipe does not keep us waiting); returns ``(wait status, last output bytes, timed
-    out)``."""
+def _feed_and_wait(pid: int, in_w: int, readers: tuple[int, ...], state: bytes,
+                   timeout: int | None) -> tuple[int, dict[int, bytes], bool]:
+    """Write ``state`` to the hook's stdin (then close it) and collect what it writes
+    on ``readers`` (its stdout and stderr pipes) until it exits (its pidfd turns
+    readable: a background child still holding a pipe does not keep us waiting);
+    returns ``(wait status, last bytes of each reader, timed out)``."""
     deadline = None if timeout is None else time.monotonic() + timeout
     pidfd = os.pidfd_open(pid)
     os.set_blocking(in_w, False)
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
-    poller.register(out_r, select.POLLIN)
+    for fd in readers:
+        poller.register(fd, select.POLLIN)
     poller.register(in_w, select.POLLOUT)
-    pending, output, exited = state, b"", False
+    pending, exited = state, False
+    outputs = {fd: b"" for fd in readers}
     try:
         while not exited:
             if not pending and in_w >= 0:
@@ -200,7 +229,7 @@ def _feed_and_wait(pid: int, in_w: int, out_r: int, state: bytes, timeout: int |
             if remaining is not None and remaining <= 0:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                return 0, output, True
+                return 0, outputs, True
             for fd, _event in poller.poll(None if remaining is None
                                           else max(1, int(remaining * 1000))):
                 if fd == pidfd:
@@ -212,17 +241,18 @@ def _feed_and_wait(pid: int, in_w: int, out_r: int, state: bytes, timeout: int |
                         pass
                     except BrokenPipeError:
                         pending = b""  # it does not read its stdin
-                elif fd == out_r:
-                    chunk = os.read(out_r, 65536)
-                    output = (output + chunk)[-_KEEP_OUTPUT:]
+                elif fd in outputs:
+                    chunk = os.read(fd, 65536)
+                    outputs[fd] = (outputs[fd] + chunk)[-_KEEP_OUTPUT:]
                     if not chunk:
-                        poller.unregister(out_r)
-        while select.select([out_r], [], [], 0)[0]:  # what it wrote just before exiting
-            chunk = os.read(out_r, 65536)
-            if not chunk:
-                break
-            output = (output + chunk)[-_KEEP_OUTPUT:]
-        return os.waitpid(pid, 0)[1], output, False
+                        poller.unregister(fd)
+        for fd in readers:  # what it wrote just before exiting
+            while select.select([fd], [], [], 0)[0]:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                outputs[fd] = (outputs[fd] + chunk)[-_KEEP_OUTPUT:]
+        return os.waitpid(pid, 0)[1], outputs, False
     finally:
         os.close(pidfd)
         if in_w >= 0:

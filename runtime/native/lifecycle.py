@@ -16,8 +16,20 @@ yet counts as ``stopped``. Nothing removes such a container but ``delete``
 alone when they hold a created container (no ``owner`` file), and sweeps only
 what a killed ``create`` or foreground ``run`` left.
 
+A ``create`` killed half-way (``kill -9``: in a hook, between the cgroup and
+the state) leaves what ``delete`` and the sweep find and remove: ``owner`` comes
+first, then ``state.json`` naming the cgroup as ours before it is made, then the
+init's pid as soon as it is forked. Such a container is ``stopped`` (``creating``
+with a dead owner); :func:`~.statedir.destroy` kills its init (it may wait on the
+exec fifo), removes its cgroup, unmounts what is under its state dir, removes
+that. A new ``create`` of its id is refused until then, naming ``delete
+--force`` (runc: "container with given ID already exists"); an empty cgroup left
+at ``linux.cgroupsPath`` is taken over (runc reuses one), a busy one refused.
+
 Errors are ``ContainerRuntimeError`` (``container_id``) with runc's wording
-where tools match on it ("does not exist", "not running", "not stopped").
+where tools match on it ("does not exist", "not running", "not stopped",
+``exec: "CMD": executable file not found in $PATH``, ``permission denied``:
+podman maps the last two to exit codes 127 and 126).
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_containers.exceptions import (
+    CommandNotFoundError,
     ContainerNotFoundError,
     ContainerRuntimeError,
     ContainerStartError,
@@ -43,13 +56,14 @@ from pytest_containers.exceptions import (
 )
 
 from ..linux.cgroups import CgroupV1, CgroupV2, open_cgroup
+from ..linux.cgroups.resources import option_error
 from . import child
-from .config import check_config, namespaces_of, root_of
+from .config import check_config, check_resources, namespaces_of, root_of
 from .engine import START_TIMEOUT, Spawned, spawn, start_error
 from .hooks import parse_hooks, run_hooks
 from .pipes import LinePipe, read_all
 from .plan import Prepared, prepare
-from .process import prepare_process
+from .process import exec_error_words, prepare_process
 from .state import (
     EXEC_FIFO,
     ContainerState,
@@ -58,33 +72,44 @@ from .state import (
     proc_start_time,
     process_alive,
 )
-from .statedir import remove_state_dir, write_file
+from .statedir import (
+    destroy,
+    missing_parents,
+    release_cgroup,
+    remove_state_dir,
+    take_over_cgroup,
+    write_file,
+)
 
-__all__ = ["ContainerNotFoundError", "check_id", "create", "delete", "exec_process",
-           "kill", "list_containers", "parse_signal", "pause", "ps", "resume", "run",
-           "saved_state", "start", "state"]
+__all__ = ["ContainerNotFoundError", "check_id", "create", "delete", "exec_process", "kill",
+           "list_containers", "parse_signal", "pause", "ps", "resume", "run", "saved_state",
+           "start", "state"]
 
-#: container ids as runc accepts them
-_ID = re.compile(r"^[\w+.-]+\Z")
+#: container ids as runc accepts them (``^[\w+-\.]+$`` in Go, where ``\w`` is ASCII)
+_ID = re.compile(r"^[\w+.-]+\Z", re.ASCII)
+#: the longest id: one file name (the state dir, the cgroup directory)
+_ID_MAX = 255
 #: seconds ``delete --force`` waits for the killed init to be gone
 KILL_TIMEOUT = 10.0
 
 
 def check_id(container_id: str) -> None:
-    """Raise ``ValueError`` unless ``container_id`` is a runc-style id (letters,
-    digits, ``_ + . -``; not ``.`` or ``..``)."""
-    if not container_id or not _ID.match(container_id) or container_id in (".", ".."):
-        raise ValueError(f"invalid container id {container_id!r}: use letters, digits and "
-                         "_ + . -")
+    """Raise ``ValueError`` unless ``container_id`` is a runc-style id: ASCII letters,
+    digits, ``_ + . -`` (not ``.`` or ``..``), at most 255 characters."""
+    if (not container_id or not _ID.match(container_id) or container_id in (".", "..")
+            or len(container_id) > _ID_MAX):
+        raise ValueError(f"invalid container id {container_id!r}: use ASCII letters, digits "
+                         f"and _ + . - (at most {_ID_MAX})")
 
 
 def parse_signal(text: str | int) -> int:
-    """A signal number from ``TERM``, ``SIGTERM``, ``term`` or ``15``; ``ValueError``
-    naming it otherwise."""
+    """A signal number from ``TERM``, ``SIGTERM``, ``term`` or ``15``; ``0`` (no signal:
+    :func:`kill` then only checks that the container runs, as ``kill(2)``);
+    ``ValueError`` naming it otherwise."""
     value = str(text).strip()
     if value.isdigit():
         number = int(value)
-        if 0 < number < _signal.NSIG:
+        if 0 <= number < _signal.NSIG:
             return number
     else:
         name = value.upper()
@@ -158,11 +183,13 @@ def _cgroup(saved: ContainerState) -> CgroupV1 | CgroupV2:
 
 def _status(state_dir: Path, saved: ContainerState) -> Status:
     """The status now (:meth:`ContainerState.current_status`); a container still
-    being created is ``creating`` while its creator lives."""
+    being created is ``creating`` while its creator lives, ``stopped`` once that
+    died; a created or running one whose cgroup is frozen is ``paused`` (as runc:
+    ``pause`` works on a created container, ``resume`` makes it created again)."""
     if saved.status == "creating":
         return "creating" if _owner_alive(state_dir) else "stopped"
     status = saved.current_status(state_dir)
-    if status == "running" and saved.cgroup_created:
+    if status in ("created", "running") and saved.cgroup_path:
         try:
             if getattr(_cgroup(saved), "frozen", False):
                 return "paused"
@@ -211,6 +238,7 @@ def _read_config(bundle: str) -> dict[str, Any]:
         raise ContainerStartError(f"bundle {bundle}: cannot read config.json: {exc}",
                                   path=path, argv=[]) from None
     check_config(config)
+    check_resources(config)
     if (config.get("process") or {}).get("terminal"):
         raise InvalidOptionError("process.terminal: terminals are not supported by ptc-runtime "
                                  "yet: set it to false", option="process.terminal", value=True)
@@ -244,31 +272,6 @@ def _warn(message: str) -> None:
     warn(message)
 
 
-def _missing_parents(cgroup: CgroupV1 | CgroupV2) -> list[str]:
-    """The ancestors of ``cgroup`` that do not exist yet, relative paths, deepest
-    last: ``delete`` removes those it made (when empty)."""
-    parts = cgroup.path.strip("/").split("/")[:-1]
-    base = cgroup.root / cgroup.hierarchies()[0] if isinstance(cgroup, CgroupV1) else cgroup.root
-    out = []
-    for i in range(1, len(parts) + 1):
-        rel = "/".join(parts[:i])
-        if not (base / rel).is_dir():
-            out.append(rel)
-    return out
-
-
-def _remove_parents(cgroup: CgroupV1 | CgroupV2, parents: Sequence[str]) -> None:
-    roots = [cgroup.root / c for c in cgroup.hierarchies()] if isinstance(cgroup, CgroupV1) \
-        else [cgroup.root]
-    for rel in sorted(parents, key=lambda p: -p.count("/")):
-        for base in roots:
-            try:
-                os.rmdir(base / rel)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
-                    raise
-
-
 def _teardown(state_dir: Path, spawned: Spawned, prepared: Prepared | None) -> None:
     """Undo a failed create or run: kill and reap the init, kill what is in the cgroup,
     remove it if we made it, remove the state dir."""
@@ -293,6 +296,8 @@ def _teardown(state_dir: Path, spawned: Spawned, prepared: Prepared | None) -> N
 
 
 def _make_state_dir(root: Path, container_id: str) -> Path:
+    """mkdir ``<root>/<id>``; ``ContainerStartError`` when it exists (naming ``delete
+    --force`` when a create that died left it)."""
     state_dir = _state_dir(root, container_id)
     try:
         os.mkdir(state_dir, 0o700)
@@ -300,22 +305,83 @@ def _make_state_dir(root: Path, container_id: str) -> Path:
         root.mkdir(parents=True, exist_ok=True, mode=0o711)
         os.mkdir(state_dir, 0o700)
     except FileExistsError:
-        raise ContainerStartError(f"container with id {container_id!r} exists",
-                                  container_id=container_id, argv=[]) from None
+        raise _exists(state_dir, container_id) from None
     return state_dir
+
+
+def _exists(state_dir: Path, container_id: str) -> ContainerStartError:
+    """The error for a ``create`` of an id in use: a container, or the leftovers of a
+    ``create`` or ``run`` that died (its ``owner`` is dead, or it never wrote one)."""
+    message = f"container with id {container_id!r} exists"
+    try:
+        saved = load_state(state_dir)
+    except (ValueError, OSError):
+        saved = None
+    if (saved is None or saved.status == "creating") and not _owner_alive(state_dir):
+        from ..sweep import owner_pid
+
+        pid = owner_pid(state_dir)
+        by = f" (pid {pid}, now dead)" if pid else ""
+        message += (f": a create that died{by} left it half-made; remove it with "
+                    f"'ptc-runtime delete --force {container_id}'")
+    return ContainerStartError(message, container_id=container_id, argv=[])
+
+
+def _exec_failure(container_id: str, args: Sequence[str], exc: BaseException,
+                  doing: str) -> ContainerRuntimeError | None:
+    """runc's words for an ``exec`` that failed (``step`` ``exec`` with an ``errno``,
+    :func:`~.process.exec_error_words`), after ``doing`` (``cannot start container
+    'c1'``): a ``CommandNotFoundError`` for ENOENT (``exec: "CMD": executable file
+    not found in $PATH``), else a ``ContainerStartError`` (``step`` ``exec``,
+    ``errno``; ``exec: "CMD": permission denied``). ``None`` when ``exc`` is not
+    such a failure."""
+    code = getattr(exc, "errno", None)
+    if getattr(exc, "step", None) != "exec" or not code or not args:
+        return None
+    message = f"{doing}: {exec_error_words(args[0], code)}"
+    if code in (errno.ENOENT, errno.ENOTDIR):
+        return CommandNotFoundError(message, argv=list(args), container_id=container_id,
+                                    step="exec")
+    return ContainerStartError(message, argv=list(args), container_id=container_id,
+                               step="exec", errno=code)
+
+
+def _create_failure(container_id: str, config: Mapping[str, Any] | None,
+                    exc: BaseException) -> BaseException | None:
+    """What a failed create or run raises instead of ``exc``: runc's words for a
+    command that cannot be executed (:func:`_exec_failure`), an
+    ``InvalidOptionError`` naming the field for a limit the kernel refused
+    (:func:`~..linux.cgroups.resources.option_error`); ``None``: ``exc`` as it is."""
+    if not isinstance(exc, Exception):
+        return None
+    args = list(((config or {}).get("process") or {}).get("args") or [])
+    found = _exec_failure(container_id, args, exc, f"cannot start container {container_id!r}")
+    if found is not None:
+        return found
+    if getattr(exc, "step", None) == "cgroup":
+        refused = option_error(exc)
+        if refused is not None:
+            return InvalidOptionError(f"cannot create container {container_id!r}: {refused}",
+                                      **refused.fields)
+    return None
 
 
 def _launch(root: Path, container_id: str, bundle: str, *, detached: bool,
             preserve_fds: int = 0) -> tuple[Path, ContainerState, Spawned, Prepared]:
     """``create`` (``detached``: the init waits on the exec fifo, no parent-death
     signal) or the first half of a foreground ``run`` (the init execs at once and
-    dies with us). On failure nothing is left."""
+    dies with us). On failure nothing is left.
+
+    What a ``kill -9`` of this process leaves can be found and removed (module
+    docstring): ``owner``, then ``state.json`` naming the cgroup as ours before it
+    is made, then the init's pid as soon as it is forked."""
     bundle = os.path.abspath(bundle)
     state_dir = _make_state_dir(root, container_id)
     lock = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     fcntl.flock(lock, fcntl.LOCK_EX)
     spawned = Spawned(pid=0)
     prepared: Prepared | None = None
+    config: dict[str, Any] | None = None
     try:
         # before anything that could leak: whose death makes this dir garbage
         write_file(f"{state_dir}/owner", b"%d\n" % os.getpid())
@@ -328,12 +394,15 @@ def _launch(root: Path, container_id: str, bundle: str, *, detached: bool,
         prepared = prepare(config, container_id=container_id, state_dir=state_dir,
                            bundle=bundle, rootfs=rootfs, pdeathsig=not detached,
                            exec_fifo=fifo, preserve_fds=preserve_fds)
+        parents = missing_parents(prepared.cgroup)
+        take_over_cgroup(prepared.cgroup, container_id)
         saved = ContainerState(
             id=container_id, bundle=bundle, rootfs=rootfs, detached=detached,
             annotations=dict(config.get("annotations") or {}),
-            cgroup_path=prepared.cgroup.path, config=config,
-            cgroup_parents=_missing_parents(prepared.cgroup))
-        saved.save(state_dir)  # the sweep and delete need the cgroup path from now on
+            cgroup_path=prepared.cgroup.path, cgroup_created=True, config=config,
+            cgroup_parents=parents)
+        # before the cgroup exists: from now on delete and the sweep remove it
+        saved.save(state_dir)
         current = [saved]
 
         def record_pid() -> None:
@@ -345,14 +414,16 @@ def _launch(root: Path, container_id: str, bundle: str, *, detached: bool,
         spawn(prepared, spawned, before_go=record_pid,
               hooks_state=lambda: _hook_state(current[0], "created"), close_in_child=(lock,))
         saved = current[0].with_(status="created" if detached else "running",
-                                 cgroup_created=spawned.cgroup_created,
                                  fate_fd=spawned.fate_fd)
         saved.save(state_dir)
         if detached:
             os.unlink(f"{state_dir}/owner")  # from now on only delete removes it
         return state_dir, saved, spawned, prepared
-    except BaseException:
+    except BaseException as exc:
         _teardown(state_dir, spawned, prepared)
+        better = _create_failure(container_id, config, exc)
+        if better is not None:
+            raise better from exc
         raise
     finally:
         os.close(lock)
@@ -372,9 +443,11 @@ def create(root: Path, container_id: str, bundle: str, *, pid_file: str | None =
     if pid_file:
         try:
             _write_pid_file(pid_file, saved.pid)
-        except OSError:
+        except OSError as exc:
             delete(root, container_id, force=True)
-            raise
+            raise ContainerStartError(f"--pid-file {pid_file}: cannot write it: {exc.strerror}",
+                                      container_id=container_id, argv=[], errno=exc.errno,
+                                      path=pid_file) from None
     return saved
 
 
@@ -391,7 +464,8 @@ def start(root: Path, container_id: str) -> None:
         status = _status(state_dir, saved)
         if status != "created":
             raise ContainerRuntimeError(
-                f"cannot start container {container_id!r}: it is {status}, not created",
+                f"cannot start container {container_id!r}: it is {status}, not created"
+                + (" (resume it first)" if status == "paused" else ""),
                 container_id=container_id, status=status)
         try:
             fate = os.open(f"/proc/{saved.pid}/fd/{saved.fate_fd}",
@@ -423,7 +497,9 @@ def start(root: Path, container_id: str) -> None:
             os.close(fate)
         if error:
             args = list((saved.config.get("process") or {}).get("args") or ["?"])
-            raise start_error(container_id, args, error)
+            failed = start_error(container_id, args, error)
+            raise (_exec_failure(container_id, args, failed,
+                                 f"cannot start container {container_id!r}") or failed)
         run_hooks(_hooks_of(saved, "poststart"), _hook_state(saved, "running"), warn=_warn)
 
 
@@ -511,8 +587,10 @@ def run(root: Path, container_id: str, bundle: str, *, pid_file: str | None = No
 def kill(root: Path, container_id: str, sig: int = _signal.SIGTERM, *,
          all_processes: bool = False) -> None:
     """Send ``sig`` to the container's init (``all_processes``: to every process of its
-    cgroup). Raises ``ContainerRuntimeError`` ("container not running") when it is
-    stopped, as runc."""
+    cgroup). ``sig`` 0 sends nothing: it only checks, as ``kill(2)``, that the init
+    is there (runc's ``kill ID 0``). Raises ``ContainerRuntimeError`` ("container not
+    running") when it is stopped, as runc; created and paused containers take
+    signals (a frozen process gets a fatal one once thawed)."""
     state_dir, saved = _load(root, container_id)
     status = _status(state_dir, saved)
     if status in ("stopped", "creating"):
@@ -553,12 +631,12 @@ def _wait_gone(saved: ContainerState, timeout: float) -> bool:
 def _remove(state_dir: Path, saved: ContainerState, *, status: Status) -> None:
     """What ``delete`` does to a stopped container: the cgroup (ours: strays killed,
     removed with the parents we made), ``poststop`` hooks (failures warned), the
-    state dir."""
-    if saved.cgroup_created:
-        cgroup = _cgroup(saved)
-        cgroup.kill_all()
-        cgroup.remove()
-        _remove_parents(cgroup, saved.cgroup_parents)
+    state dir. A half-made one (``creating``, its creator dead) goes to
+    :func:`~.statedir.destroy`, without hooks: it never was created."""
+    if saved.status == "creating":
+        destroy(state_dir, saved)
+        return
+    release_cgroup(saved)
     run_hooks(_hooks_of(saved, "poststop"), _hook_state(saved, status, pid=0), warn=_warn)
     remove_state_dir(state_dir)
 
@@ -566,52 +644,64 @@ def _remove(state_dir: Path, saved: ContainerState, *, status: Status) -> None:
 def delete(root: Path, container_id: str, *, force: bool = False) -> None:
     """``delete``: remove a stopped container (``force``: kill it first, every process
     of its cgroup); its cgroup if ``create`` made it, ``poststop`` hooks, the state
-    dir. Raises ``ContainerNotFoundError`` (not with ``force``: a missing container
-    is deleted already, as runc says), and ``ContainerRuntimeError`` for a
-    container that is not stopped without ``force``."""
+    dir. What a ``create`` killed half-way left is stopped: removed whole
+    (:func:`~.statedir.destroy`). Raises ``ContainerNotFoundError`` (not with
+    ``force``: a missing container is deleted already, as runc says), and
+    ``ContainerRuntimeError`` for a container that is not stopped without ``force``."""
     state_dir = _state_dir(root, container_id)
     if force and not state_dir.is_dir():
         return  # nothing to delete: done, as runc's delete --force says (podman relies on it)
-    with _locked(state_dir, container_id):
-        try:
-            saved = load_state(state_dir)
-        except ValueError:
-            saved = None
-        if saved is None:
-            if force and state_dir.is_dir() and not _owner_alive(state_dir):
-                remove_state_dir(state_dir)  # a create that died before its state.json
-                return
-            raise _not_found(container_id)
-        status = _status(state_dir, saved)
-        if status != "stopped":
-            if not force:
-                raise ContainerRuntimeError(
-                    f"cannot delete container {container_id!r} that is not stopped: {status}",
-                    container_id=container_id, status=status)
-            if saved.cgroup_created:
-                _cgroup(saved).kill_all()
-            with contextlib.suppress(ProcessLookupError):
-                if process_alive(saved.pid, saved.start_time):
-                    os.kill(saved.pid, _signal.SIGKILL)
-            if not _wait_gone(saved, KILL_TIMEOUT):
-                raise ContainerRuntimeError(f"container {container_id!r} did not die within "
-                                            f"{KILL_TIMEOUT} s of SIGKILL",
-                                            container_id=container_id)
-        _remove(state_dir, saved, status="stopped")
+    try:
+        with _locked(state_dir, container_id):
+            _delete_locked(state_dir, container_id, force=force)
+    except ContainerNotFoundError:
+        if not force:
+            raise
+
+
+def _delete_locked(state_dir: Path, container_id: str, *, force: bool) -> None:
+    try:
+        saved = load_state(state_dir)
+    except ValueError:
+        saved = None
+    if saved is None:
+        if state_dir.is_dir() and not _owner_alive(state_dir):
+            # a create that died before its state.json: nothing was forked or made yet
+            remove_state_dir(state_dir)
+            return
+        raise _not_found(container_id)
+    status = _status(state_dir, saved)
+    if status != "stopped":
+        if not force:
+            raise ContainerRuntimeError(
+                f"cannot delete container {container_id!r} that is not stopped: {status}",
+                container_id=container_id, status=status)
+        if saved.cgroup_created:
+            _cgroup(saved).kill_all()
+        with contextlib.suppress(ProcessLookupError):
+            if process_alive(saved.pid, saved.start_time):
+                os.kill(saved.pid, _signal.SIGKILL)
+        if not _wait_gone(saved, KILL_TIMEOUT):
+            raise ContainerRuntimeError(f"container {container_id!r} did not die within "
+                                        f"{KILL_TIMEOUT} s of SIGKILL",
+                                        container_id=container_id)
+    _remove(state_dir, saved, status="stopped")
 
 
 def pause(root: Path, container_id: str) -> None:
-    """Freeze every process of the container's cgroup (``running`` -> ``paused``)."""
+    """Freeze every process of the container's cgroup: ``running`` or ``created`` ->
+    ``paused`` (as runc, which pauses a created container too)."""
     state_dir, saved = _load(root, container_id)
     status = _status(state_dir, saved)
-    if status != "running":
+    if status not in ("running", "created"):
         raise ContainerRuntimeError(f"cannot pause container {container_id!r}: it is "
                                     f"{status}", container_id=container_id, status=status)
     _cgroup(saved).freeze()
 
 
 def resume(root: Path, container_id: str) -> None:
-    """Thaw the container's cgroup (``paused`` -> ``running``)."""
+    """Thaw the container's cgroup: ``paused`` -> ``running`` (or ``created``, when it
+    was paused before ``start``)."""
     state_dir, saved = _load(root, container_id)
     status = _status(state_dir, saved)
     if status != "paused":
@@ -630,17 +720,26 @@ def ps(root: Path, container_id: str) -> list[int]:
 
 
 def exec_process(root: Path, container_id: str, process: Mapping[str, Any], *,
-                 detach: bool = False, pid_file: str | None = None) -> int:
+                 detach: bool = False, pid_file: str | None = None,
+                 ignore_paused: bool = False) -> int:
     """``exec``: run ``process`` (a runtime-spec ``process`` object) in every namespace
-    and the cgroup of the created or running container, with our stdio.
+    and the cgroup of the created or running container, with our stdio. A paused
+    one is refused unless ``ignore_paused`` (runc's ``--ignore-paused``: the process
+    is frozen as soon as it joins the cgroup).
 
     Detached: returns 0 once it is forked (it is reparented to our subreaper, or
     init). Else waits and returns its exit code (128+N for signal N), our signals
     forwarded to it. Raises ``ContainerRuntimeError`` (the container is stopped,
-    a field of ``process`` is wrong, the exec failed: ``CommandNotFoundError``)."""
+    a field of ``process`` is wrong), ``CommandNotFoundError`` (``exec: "CMD":
+    executable file not found in $PATH``) and ``ContainerStartError`` with ``step``
+    ``exec`` (``exec: "CMD": permission denied``) when the command cannot be run."""
     state_dir, saved = _load(root, container_id)
     status = _status(state_dir, saved)
-    if status not in ("created", "running"):
+    if status == "paused" and not ignore_paused:
+        raise ContainerRuntimeError(f"cannot exec in container {container_id!r}: it is "
+                                    "paused (resume it, or use --ignore-paused)",
+                                    container_id=container_id, status=status)
+    if status not in ("created", "running", "paused"):
         raise ContainerRuntimeError(f"cannot exec in container {container_id!r}: it is "
                                     f"{status}", container_id=container_id, status=status)
     linux = saved.config.get("linux") or {}
@@ -675,7 +774,9 @@ def exec_process(root: Path, container_id: str, process: Mapping[str, Any], *,
     try:
         error = read_all(epipe_r, START_TIMEOUT)
         if error:
-            raise start_error(container_id, plan.args, error)
+            failed = start_error(container_id, plan.args, error)
+            raise (_exec_failure(container_id, plan.args, failed,
+                                 f"exec in container {container_id!r} failed") or failed)
         line = pipe.read_line(START_TIMEOUT)
         if not line or not line.startswith(b"P"):
             raise ContainerRuntimeError(f"exec in container {container_id!r}: the helper "

@@ -65,8 +65,8 @@ from ..linux.seccomp import SeccompProgram, compile_filter
 from ..linux.seccomp import load as load_seccomp
 
 __all__ = ["DEFAULT_PATH", "DEFAULT_UMASK", "FORWARDED_SIGNALS", "ProcessPlan", "apply_process",
-           "exec_process", "home_directory", "prepare_process", "read_in_root", "resolve_user",
-           "run_as_init", "user_from_files"]
+           "describe", "exec_error_words", "exec_process", "home_directory", "prepare_process",
+           "read_in_root", "resolve_user", "run_as_init", "user_from_files"]
 
 #: ``PATH`` when ``process.env`` has none (docker's and runc's default)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -569,7 +569,7 @@ def exec_process(plan: ProcessPlan) -> NoReturn:
     searched on the container's ``PATH`` like ``execvpe`` (ENOENT, ENOTDIR go on to the
     next directory, EACCES is remembered). Raises ``ContainerStartError``
     (``step="exec"``, ``field="process.args[0]"``, ``errno`` ENOENT when not found,
-    EACCES when not executable)."""
+    EACCES when not executable) in runc's words (:func:`exec_error_words`)."""
     file = plan.args[0]
     saved: OSError | None = None
     try:
@@ -589,8 +589,38 @@ def exec_process(plan: ProcessPlan) -> NoReturn:
         saved = exc
     if saved is None:
         saved = FileNotFoundError(errno.ENOENT, "not found in PATH")
-    raise _failed("exec", "process.args[0]", f"cannot execute {file!r}: "
-                  f"{saved.strerror or saved}", saved.errno or 0)
+    raise _failed("exec", "process.args[0]", exec_error_words(file, saved.errno or 0),
+                  saved.errno or 0)
+
+
+def exec_error_words(file: str, code: int) -> str:
+    """runc's words for an ``execve`` of ``file`` (``process.args[0]``) that failed
+    with ``code``: ``exec: "sh": executable file not found in $PATH`` (ENOENT, no
+    ``/`` in it: the ``PATH`` search), ``exec: "/x": stat /x: no such file or
+    directory`` (ENOENT with a ``/``), ``exec: "/x": permission denied`` (EACCES,
+    EPERM), else the system's words for ``code``. podman maps "executable file not
+    found" and "no such file or directory" to exit code 127, "permission denied"
+    to 126."""
+    if code in (errno.ENOENT, errno.ENOTDIR):
+        detail = (f"stat {file}: no such file or directory" if "/" in file
+                  else "executable file not found in $PATH")
+    elif code in (errno.EACCES, errno.EPERM):
+        detail = "permission denied"
+    else:
+        words = os.strerror(code)
+        detail = words[:1].lower() + words[1:]
+    return f'exec: "{file}": {detail}'
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line for a person, without Python's class names: an
+    ``OSError`` as ``"No such file or directory: '/x'"``, one of ours as its
+    message, anything else as ``str(exc)`` (its class name only when that is
+    empty)."""
+    if isinstance(exc, OSError) and not getattr(exc, "fields", None) and exc.strerror:
+        where = f": {exc.filename!r}" if exc.filename is not None else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
 
 
 # -- an init as PID 1 ------------------------------------------------------------------
@@ -601,7 +631,7 @@ def _report(error_fd: int, exc: BaseException) -> None:
     on stderr when there is none."""
     step = getattr(exc, "step", None) or "process"
     code = getattr(exc, "errno", None) or 0
-    message = f"{type(exc).__name__}: {exc}"
+    message = describe(exc)
     try:
         if error_fd >= 0:
             os.write(error_fd, f"{step}\0{code}\0{message}".encode(errors="replace"))

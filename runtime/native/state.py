@@ -12,9 +12,11 @@ matter, runtime.md), the ``created`` time (RFC 3339, UTC).
 The status is derived, never trusted from the file:
 
 - no ``state.json`` yet, but a live ``owner`` (the creating command): ``creating``;
+  status ``creating`` and a dead ``owner``: ``stopped`` (a ``create`` that was
+  killed: ``delete`` removes what it left);
 - the init is alive (not a zombie, same start time) and ``exec.fifo`` is still in
-  the state dir: ``created``; alive without it: ``running`` (``paused`` when the
-  cgroup's freezer says so);
+  the state dir: ``created``; alive without it: ``running`` (either is ``paused``
+  when the cgroup's freezer says so, as runc);
 - otherwise (exited, a zombie nobody reaped yet, the pid reused): ``stopped``.
 
 The file is replaced atomically (write ``state.json.tmp``, ``rename``), so a
@@ -84,7 +86,9 @@ class ContainerState:
 
     ``pid``: the init's host pid (0 before the fork); ``start_time``: its
     ``/proc/<pid>/stat`` start time in clock ticks; ``cgroup_path``: like
-    ``/ptc/<id>``; ``cgroup_created``: we made it (and ``delete`` removes it);
+    ``/ptc/<id>``; ``cgroup_created``: it is ours (``delete`` removes it): written
+    before ``create`` makes it, so that whatever a killed ``create`` left names it
+    (an older state wrote it after; its ``creating`` status says the same);
     ``config``: the config.json as read at create; ``detached``: no process owns
     the container (``create``, ``run --detach``), so nothing but ``delete`` removes
     it; ``status`` is the last status written, for the record only (but

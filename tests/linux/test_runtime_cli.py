@@ -12,6 +12,7 @@ open after ``create`` exits, as with runc.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -152,8 +153,10 @@ def test_run_exit_code_of_a_signal_is_128_plus_n(bundle: Path) -> None:
     assert leftovers(cid) == []
 
 
-@pytest.mark.parametrize(("container_id", "message"), [("x y", "invalid container id"),
-                                                       ("..", "invalid container id")])
+@pytest.mark.parametrize(("container_id", "message"), [
+    ("x y", "invalid container id"), ("..", "invalid container id"),
+    ("caf\u00e9", "invalid container id"),  # Python's \w is Unicode; runc's (Go's) ASCII
+    ("ptc-\u0661\u0662", "invalid container id"), ("x" * 256, "invalid container id")])
 def test_bad_id_is_refused(bundle: Path, container_id: str, message: str) -> None:
     proc = ptc_runtime("run", "--bundle", str(bundle), container_id)
     assert proc.returncode == 1 and message in proc.stderr
@@ -292,11 +295,12 @@ def test_bad_config_names_the_field_and_leaves_nothing(bundle: Path, cli: Cli,
 
 
 def test_missing_command_fails_create(bundle: Path, cli: Cli) -> None:
-    """As runc: the command is looked up before create returns, not at start."""
+    """As runc: the command is looked up before create returns, not at start; in
+    runc's words, with docker's exit code 127."""
     configure(bundle, "no-such-command")
     cid, created, _, _ = cli.create(bundle)
-    assert created.returncode == 1
-    assert "no-such-command" in created.stderr and "not found" in created.stderr
+    assert created.returncode == 127
+    assert 'exec: "no-such-command": executable file not found in $PATH' in created.stderr
     assert leftovers(cid) == [] and processes_in(cid) == []
 
 
@@ -311,7 +315,15 @@ def test_log_format_json_error_line(tmp_path: Path) -> None:
     assert len(lines) == 1
     entry = json.loads(lines[0])
     assert entry["level"] == "error" and cid in entry["msg"]
-    assert time.strptime(entry["time"][:19], "%Y-%m-%dT%H:%M:%S")
+    # RFC 3339 in UTC with a Z, as runc's logrus writes it: "2024-05-01T12:00:00Z"
+    stamp = datetime.datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.UTC)
+    assert abs(time.time() - stamp.timestamp()) < 60
+    text_log = tmp_path / "text.log"
+    ptc_runtime("--log", str(text_log), "start", cid)
+    assert text_log.read_text().startswith(f'time="{entry["time"][:11]}')
+    assert '" level=error msg=' in text_log.read_text()
+    assert text_log.read_text().split('"')[1].endswith("Z")
 
 
 def test_systemd_cgroup_and_console_socket_are_refused(bundle: Path, tmp_path: Path) -> None:
@@ -444,7 +456,8 @@ def test_exec_process_file_and_command_line(bundle: Path, cli: Cli, tmp_path: Pa
     listed = ptc_runtime("ps", "--format", "json", cid)
     assert exec_pid in json.loads(listed.stdout)
     missing = ptc_runtime("exec", cid, "no-such-tool")
-    assert missing.returncode == 1 and "no-such-tool" in missing.stderr
+    assert missing.returncode == 127
+    assert 'exec: "no-such-tool": executable file not found in $PATH' in missing.stderr
 
 
 def test_second_container_joins_network_uts_and_pid_namespaces(bundle: Path, cli: Cli,
@@ -639,6 +652,17 @@ def test_podman_runs_and_execs_through_ptc_runtime(podman: list[str]) -> None:
     execd = subprocess.run([*argv, "exec", name, "sh", "-c", "echo $$; exit 4"],
                            capture_output=True, text=True, timeout=120)
     assert execd.returncode == 4 and 1 < int(execd.stdout) < 100, execd.stderr
+    # podman reads our words ("executable file not found", "permission denied")
+    missing = subprocess.run([*argv, "exec", name, "no-such-tool"], capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode == 127, missing.stderr
+    assert "executable file not found in $PATH" in missing.stderr
+    denied = subprocess.run([*argv, "exec", name, "/etc/passwd"], capture_output=True,
+                            text=True, timeout=120)
+    assert denied.returncode == 126 and "permission denied" in denied.stderr, denied.stderr
+    not_run = subprocess.run([*argv, "run", "--rm", *limits, image, "no-such-tool"],
+                             capture_output=True, text=True, timeout=120)
+    assert not_run.returncode == 127, not_run.stderr
     removed = subprocess.run([*argv, "rm", "-f", "-t", "0", name], capture_output=True,
                              text=True, timeout=120)
     assert removed.returncode == 0, removed.stderr
@@ -653,7 +677,8 @@ def test_signal_names_and_numbers() -> None:
 
     assert parse_signal("TERM") == parse_signal("SIGTERM") == parse_signal("15") == 15
     assert parse_signal("kill") == 9 and parse_signal("RTMIN+2") == signal.SIGRTMIN + 2
-    for bad in ("0", "99", "SIGNOPE", "", "TERM;"):
+    assert parse_signal("0") == 0  # kill ID 0: is it running? (runc, kill(2))
+    for bad in ("99", "-1", "SIGNOPE", "", "TERM;"):
         with pytest.raises(ValueError, match="unknown signal"):
             parse_signal(bad)
 
