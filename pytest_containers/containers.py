@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import secrets
 import signal as _signal
 from collections.abc import Mapping, Sequence
@@ -28,13 +29,17 @@ from .image.locks import Lease
 from .image.manifest import ImageConfig, Platform, host_can_run
 from .images import Images
 from .runtime import Container, ExecResult, ExitStatus, Mount, Resources, Runtime, Stats
-from .runtime.types import NetworkMode
+from .runtime.protocol import container_cgroup, container_processes
+from .runtime.types import NetworkMode, ProcessInfo
 from .wait import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, WaitStrategy, check_wait, wait_until_ready
 
 
 def new_container_id() -> str:
     """A fresh host-unique container id: ``ptc-`` and 12 hex digits."""
     return "ptc-" + secrets.token_hex(6)
+
+
+_CONTAINER_ID = re.compile(r"ptc-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -211,22 +216,46 @@ class ContainerHandle:
             self._container.kill(_signal.SIGKILL)
         return self.wait(None)
 
+    def top(self) -> list[ProcessInfo]:
+        """The processes of the container's cgroup, by host pid (``docker top``): each
+        with ``pid`` (host), ``ns_pid`` (in the container's pid namespace, ``1`` for its
+        PID 1; ``None`` for a process not in it), ``ppid``, ``uid``, ``user`` (its name
+        in the container's ``/etc/passwd``), ``state`` and ``args``
+        (:class:`~pytest_containers.runtime.types.ProcessInfo`). Empty once the
+        container has exited and been removed. With ``init=True`` the init (the
+        engine's Python, ``ns_pid`` 1) is listed too."""
+        if self._removed:
+            return []
+        return container_processes(self._container)
+
     def stats(self) -> Stats:
         """The kernel's counters of the container's cgroup (kept after removal)."""
         if self._removed and self._stats is not None:
             return self._stats
         return self._container.stats()
 
-    def remove(self) -> None:
-        """Kill and delete the container, keeping its logs and last stats, then
-        release its lease on the image's snapshots. Idempotent."""
+    @property
+    def cgroup_path(self) -> str | None:
+        """The container's cgroup relative to each hierarchy's root (``/ptc/<id>``, or
+        under a session's parent); ``None`` when the backend does not say."""
+        cgroup = container_cgroup(self._container)
+        return None if cgroup is None else cgroup.path
+
+    def remove(self, *, keep_logs: bool = True) -> None:
+        """Kill and delete the container, keeping its logs (in memory, for
+        :meth:`logs`; not with ``keep_logs=False``) and last stats, then release its
+        lease on the image's snapshots. Idempotent."""
         if self._removed:
             return
         try:
             self._stats = self._container.stats()
         except OSError:
             self._stats = self._stats or Stats()
-        self._logs = (_read(self._container.stdout_path), _read(self._container.stderr_path))
+        if keep_logs:
+            self._logs = (_read(self._container.stdout_path),
+                          _read(self._container.stderr_path))
+        else:
+            self._logs = (b"", b"")
         self._container.delete()
         self._removed = True
         if self._status is None:
@@ -296,6 +325,8 @@ class Containers:
         allow_foreign_platform: bool = False,
         wait: WaitStrategy | None = None,
         wait_timeout: float = DEFAULT_TIMEOUT,
+        init: bool = False,
+        container_id: str | None = None,
     ) -> ContainerHandle:
         """Start ``image`` (a reference) and return its handle.
 
@@ -321,7 +352,20 @@ class Containers:
         :meth:`ContainerHandle.wait_for`); when it does not, the container is
         removed and ``ContainerWaitError`` raised (``InvalidOptionError`` for a bad
         ``wait`` or ``wait_timeout``, before anything starts).
+
+        ``init``: run a minimal init as the container's PID 1 (docker's
+        ``--init``): it forks the command, forwards every signal to it (a stop's
+        SIGTERM reaches a command that has no handler for it, which as PID 1 it
+        would ignore), reaps orphaned zombies and exits with the command's status.
+        For the native engine and ``ptc-runtime``; the runc and crun backends
+        raise ``InvalidOptionError``. ``container_id``: the id to use (``ptc-``
+        and 12 hex digits, unique on the host), default a fresh one
+        (:func:`new_container_id`).
         """
+        if container_id is not None and not _CONTAINER_ID.fullmatch(container_id):
+            raise InvalidOptionError(
+                f"container_id {container_id!r} is not 'ptc-' and 12 hex digits",
+                option="container_id", value=container_id)
         if wait is not None:
             check_wait(wait, timeout=wait_timeout, timeout_option="wait_timeout")
         resources = Resources.from_options(memory=memory, cpus=cpus, pids=pids)
@@ -343,7 +387,7 @@ class Containers:
         lease = self.images.lease(img)  # before unpacking: a prune keeps them from now on
         try:
             layers = self.images.snapshots(img)
-            container_id = new_container_id()
+            container_id = container_id or new_container_id()
             spec = container_spec(
                 layers=layers,
                 image_config=img.config,
@@ -357,6 +401,7 @@ class Containers:
                 mounts=volumes,
                 network=network,
                 read_only=read_only,
+                init=init,
             )
             spec = dataclasses.replace(spec, cgroup_parent=self.cgroup_parent)
             stop_signal = dict(spec.annotations).get(STOP_SIGNAL_ANNOTATION) or _signal.SIGTERM

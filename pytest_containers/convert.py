@@ -104,6 +104,7 @@ def container_spec(
     mounts: Sequence[Mount] = (),
     network: NetworkMode = "none",
     read_only: bool = False,
+    init: bool = False,
 ) -> ContainerSpec:
     """The spec to run an image whose config is ``image_config`` (an
     ``ImageConfig``: ``entrypoint``, ``cmd``, ``env``, ``working_dir``, ``user``)
@@ -111,6 +112,7 @@ def container_spec(
 
     ``HOME`` is set as docker sets it when neither the image nor ``env`` does.
     The image's ``StopSignal`` becomes the annotation :data:`STOP_SIGNAL_ANNOTATION`.
+    ``init``: a minimal init as PID 1 (docker's ``--init``; :attr:`ContainerSpec.init`).
     Raises ``ContainerStartError`` when neither the image nor the caller gives a command.
     """
     cfg_entry = list(getattr(image_config, "entrypoint", None) or [])
@@ -144,5 +146,6 @@ def container_spec(
         mounts=tuple(mounts),
         network=network,
         read_only_rootfs=read_only,
+        init=init,
         annotations=((STOP_SIGNAL_ANNOTATION, stop_signal),) if stop_signal else (),
     )

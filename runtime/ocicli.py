@@ -50,6 +50,12 @@ state dir) is removed by :func:`~.sweep.sweep` at the next session start.
 code) but runc removes the cgroup when the process exits unless ``--keep``
 (which crun lacks), losing the OOM counter and the stats; the waiter keeps the
 plain ``create``/``start`` contract every runc-compatible runtime has.
+
+Init (``ContainerSpec.init``, docker's ``--init``): the config carries the
+annotation ``org.ptc.init``, which only ``ptc-runtime`` honours (its init is
+the native engine's, :func:`~.native.process.run_as_init`); runc and crun have
+no init of ours, so :meth:`OciCliRuntime.start` refuses ``init`` for them with
+``InvalidOptionError`` (``option="init"``) rather than run without one.
 """
 
 from __future__ import annotations
@@ -72,12 +78,13 @@ from pytest_containers.exceptions import (
     CommandNotFoundError,
     ContainerRuntimeError,
     ContainerStartError,
+    InvalidOptionError,
 )
 
 from .linux import cgroups, mounts
 from .spec import DEFAULT_CGROUP_PARENT, cgroups_path, to_config
 from .state import default_state_root
-from .types import ContainerSpec, ExecResult, ExitStatus, Stats
+from .types import ContainerSpec, ExecResult, ExitStatus, ProcessInfo, Stats
 
 __all__ = ["OciCliContainer", "OciCliRuntime"]
 
@@ -270,7 +277,14 @@ class OciCliRuntime:
         Raises ``CommandNotFoundError`` when the runtime reports ``spec.args[0]``
         missing, ``ContainerStartError`` (``container_id``, ``argv``,
         ``returncode``, ``stderr``) for any other failure; nothing is left then.
+        ``InvalidOptionError`` (``option="init"``), before anything is made, for
+        ``spec.init`` with a runtime other than ``ptc-runtime``.
         """
+        if spec.init and self.name != "ptc-runtime":
+            raise InvalidOptionError(
+                f"init: {self.name} has no init of ours (init=True, docker's --init, is"
+                " for the native engine and ptc-runtime); run an init such as tini from"
+                " the image instead", option="init", value=True)
         if not spec.layers:
             raise ContainerStartError(
                 "a container needs at least one layer",
@@ -647,6 +661,18 @@ class OciCliContainer:
     def stats(self) -> Stats:
         """The cgroup's counters (:func:`cgroups.open_cgroup` of ``/ptc/<id>``)."""
         return cgroups.open_cgroup(self._cgroup_path).stats()
+
+    @property
+    def cgroup_path(self) -> str:
+        """The container's cgroup relative to each hierarchy's root (``/ptc/<id>``)."""
+        return self._cgroup_path
+
+    def processes(self) -> list[ProcessInfo]:
+        """Every process of the container's cgroup (:func:`~.native.top.processes`);
+        empty once deleted."""
+        from .native.top import processes
+
+        return processes(cgroups.open_cgroup(self._cgroup_path))
 
     # -- teardown -------------------------------------------------------------------
 

@@ -9,9 +9,12 @@ transport.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .types import ContainerSpec, ExecResult, ExitStatus, Stats
+from .types import ContainerSpec, ExecResult, ExitStatus, ProcessInfo, Stats
+
+if TYPE_CHECKING:
+    from .linux.cgroups import CgroupV1, CgroupV2
 
 
 @runtime_checkable
@@ -55,6 +58,53 @@ class Container(Protocol):
         """Kill every process of the container, reap it, unmount, remove its cgroup
         and state dir. Idempotent."""
         ...
+
+
+@runtime_checkable
+class ListsProcesses(Protocol):
+    """A :class:`Container` that lists its own processes (``top``). Kept apart from
+    :class:`Container` so that a handle without it still is one: callers use
+    :func:`container_processes`, which falls back to the handle's cgroup."""
+
+    def processes(self) -> list[ProcessInfo]:
+        """Every process of the container's cgroup, by host pid (``pid``), with its
+        pid in the container's pid namespace (``ns_pid``), user and command line
+        (:func:`~.native.top.processes`). Empty once the container is deleted."""
+        ...
+
+
+def container_cgroup(container: Container) -> CgroupV1 | CgroupV2 | None:
+    """The container's cgroup: the handle's ``cgroup`` attribute (a
+    :class:`~.linux.cgroups.CgroupV1` or ``CgroupV2``: the native engine's handle),
+    else its ``cgroup_path`` (``"/ptc/<id>"``: the command line backend's) opened
+    with :func:`~.linux.cgroups.open_cgroup`; ``None`` when it has neither."""
+    cgroup = getattr(container, "cgroup", None)
+    if cgroup is not None and hasattr(cgroup, "pids") and isinstance(
+            getattr(cgroup, "path", None), str):
+        return cgroup  # type: ignore[no-any-return]
+    path = getattr(container, "cgroup_path", None)
+    if not isinstance(path, str):
+        return None
+    from .linux.cgroups import open_cgroup
+
+    return open_cgroup(path)
+
+
+def container_processes(container: Container) -> list[ProcessInfo]:
+    """``container.processes()`` when the handle has it (:class:`ListsProcesses`),
+    else the processes of its cgroup (:func:`container_cgroup`,
+    :func:`~.native.top.processes`): the default for every handle. Raises
+    ``NotImplementedError`` for a handle with no cgroup to read."""
+    if isinstance(container, ListsProcesses):
+        return container.processes()
+    cgroup = container_cgroup(container)
+    if cgroup is None:
+        raise NotImplementedError(
+            f"container {container.id}: its handle ({type(container).__name__}) has no "
+            "processes(), cgroup or cgroup_path to list its processes from")
+    from .native.top import processes
+
+    return processes(cgroup)
 
 
 @runtime_checkable

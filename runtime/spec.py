@@ -8,6 +8,7 @@ read back by the native engine, so every backend runs the same thing.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,20 @@ DEFAULT_MOUNTS: tuple[dict[str, Any], ...] = (
 
 #: the cgroup every container is put under unless its spec names another parent
 DEFAULT_CGROUP_PARENT = "/ptc"
+
+#: annotation (runtime-spec ``config.md#annotations``) asking for a minimal init as
+#: PID 1 (docker's ``--init``, :attr:`ContainerSpec.init`): value ``"true"``. The
+#: native engine and ``ptc-runtime`` run :func:`~.native.process.run_as_init`; any
+#: other runtime ignores it (an annotation is opaque to it).
+INIT_ANNOTATION = "org.ptc.init"
+
+
+def init_requested(config: Mapping[str, Any]) -> bool:
+    """Whether ``config`` (a runtime-spec config) asks for the init: its
+    ``annotations`` hold :data:`INIT_ANNOTATION` with the value ``"true"`` (any
+    other value, or none, is no init)."""
+    annotations = config.get("annotations")
+    return isinstance(annotations, Mapping) and annotations.get(INIT_ANNOTATION) == "true"
 
 
 def cgroups_path(container_id: str, parent: str = DEFAULT_CGROUP_PARENT) -> str:
@@ -179,7 +194,8 @@ def _device_rule(rule: str) -> dict[str, Any]:
 def to_config(spec: ContainerSpec, *, container_id: str, rootfs: str = "rootfs") -> dict[str, Any]:
     """The runtime-spec config for ``spec``; ``rootfs`` is ``root.path`` (relative to
     the bundle, or absolute). Namespaces: pid, ipc, uts, mount, cgroup, and network
-    unless ``spec.network == "host"``."""
+    unless ``spec.network == "host"``. ``annotations``: ``spec.annotations``, and
+    :data:`INIT_ANNOTATION` ``"true"`` when ``spec.init``."""
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
     if spec.network != "host":
         namespaces.insert(1, {"type": "network"})
@@ -209,7 +225,7 @@ def to_config(spec: ContainerSpec, *, container_id: str, rootfs: str = "rootfs")
         "root": {"path": rootfs, "readonly": spec.read_only_rootfs},
         "hostname": spec.hostname,
         "mounts": mounts,
-        "annotations": dict(spec.annotations),
+        "annotations": dict(spec.annotations) | ({INIT_ANNOTATION: "true"} if spec.init else {}),
         "linux": {
             "resources": linux_resources(spec.resources),
             "cgroupsPath": cgroups_path(container_id, spec.cgroup_parent),
@@ -223,7 +239,8 @@ def to_config(spec: ContainerSpec, *, container_id: str, rootfs: str = "rootfs")
 def from_config(config: dict[str, Any], *, bundle: str) -> ContainerSpec:
     """Read back what :func:`to_config` writes (and the same fields of any
     runtime-spec 1.x config): process args/env/cwd/user, hostname, the
-    network namespace, memory/cpu/pids resources. The rootfs (``root.path``,
+    network namespace, memory/cpu/pids resources, annotations (with
+    :data:`INIT_ANNOTATION` as ``init``). The rootfs (``root.path``,
     relative to ``bundle``) becomes the single lower layer of the overlay.
 
     Raises ``ValueError`` (``InvalidOptionError``) naming the field for a config
@@ -263,5 +280,7 @@ def from_config(config: dict[str, Any], *, bundle: str) -> ContainerSpec:
         ),
         network="none" if "network" in namespaces else "host",
         read_only_rootfs=bool((config.get("root") or {}).get("readonly", False)),
-        annotations=tuple(sorted((config.get("annotations") or {}).items())),
+        annotations=tuple(sorted((k, v) for k, v in (config.get("annotations") or {}).items()
+                                 if k != INIT_ANNOTATION)),
+        init=init_requested(config),
     )

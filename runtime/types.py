@@ -175,6 +175,13 @@ class ContainerSpec:
     a stop sends first (image-spec conversion.md). ``cgroup_parent``: the cgroup
     (relative to each hierarchy's root) the container's own cgroup is made in;
     its limits apply to every container under it.
+
+    ``init``: run a minimal init as the container's PID 1 (docker's ``--init``):
+    it forks ``args``, forwards signals to it, reaps every orphaned zombie and
+    exits with its status (:func:`~.native.process.run_as_init`). It becomes the
+    annotation :data:`~.spec.INIT_ANNOTATION` of the config; the native engine
+    and ``ptc-runtime`` honour it, runc and crun have no such init (the
+    command-line backend refuses ``init`` for them).
     """
 
     args: tuple[str, ...]
@@ -191,6 +198,7 @@ class ContainerSpec:
     read_only_rootfs: bool = False
     annotations: tuple[tuple[str, str], ...] = ()
     cgroup_parent: str = "/ptc"
+    init: bool = False
 
 
 @dataclass(frozen=True)
@@ -264,3 +272,29 @@ class ExecResult:
     stdout: bytes
     stderr: bytes
     signal: int | None = None
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """One process of a container, as ``top`` shows it (read from ``/proc``, ``proc(5)``).
+
+    ``pid``: host pid; ``ns_pid``: its pid in the container's pid namespace (the last
+    ``NSpid`` of ``/proc/<pid>/status``), ``None`` when it is not in a nested one (an
+    ``exec`` helper joining the cgroup from the host); ``ppid``: host pid of its
+    parent; ``uid``: real uid; ``user``: that uid's name in the container's
+    ``/etc/passwd``, else the uid as a string; ``state``: the ``State`` letter (``R``,
+    ``S``, ``Z``...); ``args``: its command line (``[comm]`` when empty: a zombie).
+    """
+
+    pid: int
+    ns_pid: int | None
+    ppid: int
+    uid: int
+    user: str
+    state: str
+    args: tuple[str, ...]
+
+    @property
+    def command(self) -> str:
+        """``args`` joined by spaces."""
+        return " ".join(self.args)
