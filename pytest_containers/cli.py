@@ -19,7 +19,22 @@ the store lock FILE held by pid N (...)``). Ctrl-C and SIGTERM (also while
 waiting for a lock) exit 130 and 143 without a traceback; ``run`` removes its
 container first. A closed stdout (``... | head``) exits 141 (SIGPIPE), killing
 the container of ``run``. Every ``run`` first sweeps containers whose owner
-process is dead; the runtime side is imported for ``run`` only.
+process is dead; the runtime side is imported for ``run`` and the commands
+below only.
+
+``run --init`` runs an init as PID 1 (docker's ``--init``: it forwards signals
+and reaps zombies; native engine and ``ptc-runtime``). ``run -d`` (``--detach``)
+starts the container under a monitor process of its own and prints its id
+(:mod:`.detached`; ``--name NAME``, ``--rm`` to remove it when it exits); it
+outlives the command, and these commands take it by name, id or id prefix:
+``ps [-a] [-q]``, ``logs [-f]`` (its stdout and stderr to ours),
+``top``, ``inspect`` (a JSON array of records), ``stop [-t SECONDS]`` (the
+image's STOPSIGNAL, SIGKILL after 10 s), ``kill [-s SIGNAL]`` (default KILL),
+``wait`` (prints the exit code: 128+N when killed by signal N), ``rm [-f]``
+(the record and all that is left; ``-f`` kills a running one) and ``prune``
+(every exited or dead one, and what any dead owner left). A container name
+that is unknown is an error (125); a command on several containers does all it
+can and exits 125 if one failed.
 """
 
 from __future__ import annotations
@@ -32,11 +47,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 from .exceptions import (
     CommandNotFoundError,
+    ContainerNotFoundError,
+    ContainerRuntimeError,
     ContainersError,
     ImageError,
     InvalidOptionError,
@@ -47,6 +64,7 @@ from .images import Images, default_root
 
 if TYPE_CHECKING:
     from .containers import ContainerHandle
+    from .detached import DetachedContainers, DetachedState
 
 EXIT_ERROR = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -149,9 +167,51 @@ def _parser() -> argparse.ArgumentParser:
                      help="platform to pick from a multi-platform image (default: this host)")
     run.add_argument("--allow-foreign-platform", action="store_true",
                      help="start an image built for a platform this host cannot run natively")
+    run.add_argument("--detach", "-d", action="store_true",
+                     help="run in the background under a monitor process: print the"
+                     " container id and return")
+    run.add_argument("--name", default=None,
+                     help="name of a detached container (unique among them)")
+    run.add_argument("--rm", action="store_true",
+                     help="remove a detached container when it exits (a foreground one"
+                     " always is)")
+    run.add_argument("--init", action="store_true",
+                     help="run an init as PID 1 that forwards signals and reaps zombies"
+                     " (native engine)")
     run.add_argument("image")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND")
+    _container_parsers(sub)
     return parser
+
+
+def _container_parsers(sub: argparse._SubParsersAction) -> None:
+    """``ps``, ``logs``, ``stop``, ``kill``, ``rm``, ``top``, ``wait``, ``inspect``,
+    ``prune``: commands on detached containers (:mod:`.detached`)."""
+    ps = sub.add_parser("ps", help="list detached containers (running ones; -a: all)")
+    ps.add_argument("--all", "-a", action="store_true", help="also exited and dead ones")
+    ps.add_argument("--quiet", "-q", action="store_true", help="only the ids")
+    logs = sub.add_parser("logs", help="print a detached container's output")
+    logs.add_argument("--follow", "-f", action="store_true",
+                      help="keep printing until the container exits")
+    logs.add_argument("container", metavar="NAME|ID")
+    stop = sub.add_parser("stop", help="stop detached containers: STOPSIGNAL, then SIGKILL")
+    stop.add_argument("--time", "-t", type=_non_negative_seconds, default=10.0,
+                      metavar="SECONDS", help="seconds before SIGKILL (default %(default)g)")
+    stop.add_argument("containers", nargs="+", metavar="NAME|ID")
+    kill = sub.add_parser("kill", help="send a signal to detached containers' PID 1")
+    kill.add_argument("--signal", "-s", default="KILL", help="name or number (default KILL)")
+    kill.add_argument("containers", nargs="+", metavar="NAME|ID")
+    rm = sub.add_parser("rm", help="remove detached containers and all they left")
+    rm.add_argument("--force", "-f", action="store_true", help="kill a running one first")
+    rm.add_argument("containers", nargs="+", metavar="NAME|ID")
+    top = sub.add_parser("top", help="list the processes of a running detached container")
+    top.add_argument("container", metavar="NAME|ID")
+    wait = sub.add_parser("wait", help="wait for detached containers to exit; print exit codes")
+    wait.add_argument("containers", nargs="+", metavar="NAME|ID")
+    inspect = sub.add_parser("inspect", help="detached containers' records as a JSON array")
+    inspect.add_argument("containers", nargs="+", metavar="NAME|ID")
+    sub.add_parser("prune", help="remove exited and dead detached containers, and what"
+                   " containers whose owner died left")
 
 
 def _copy_new(src: BinaryIO, dst: BinaryIO) -> None:
@@ -192,21 +252,26 @@ def _run(args: argparse.Namespace, images: Images) -> int:
     from ._pluginmanager import make_runtime  # the runtime side, for run only
     from .containers import Containers
 
+    options = {"memory": args.memory, "cpus": args.cpus, "pids": args.pids_limit, "env": env,
+               "workdir": args.workdir, "user": args.user, "hostname": args.hostname,
+               "platform": args.platform, "init": args.init,
+               "allow_foreign_platform": args.allow_foreign_platform}
+    if args.detach:
+        from .detached import DetachedContainers
+
+        images.get(args.image, platform=args.platform)  # pulled here, in the foreground
+        state = DetachedContainers().run(
+            Containers(images, make_runtime(args.runtime)), args.image, cmd or None,
+            name=args.name, auto_remove=args.rm, **options)
+        print(state.id)
+        return 0
+    if args.name is not None:
+        raise InvalidOptionError("--name is for a detached container (run -d): a container"
+                                 " run in the foreground is removed when it exits",
+                                 option="--name", value=args.name)
     factory = Containers(images, make_runtime(args.runtime))
     try:
-        handle = factory.start(
-            args.image,
-            cmd or None,
-            memory=args.memory,
-            cpus=args.cpus,
-            pids=args.pids_limit,
-            env=env,
-            workdir=args.workdir,
-            user=args.user,
-            hostname=args.hostname,
-            platform=args.platform,
-            allow_foreign_platform=args.allow_foreign_platform,
-        )
+        handle = factory.start(args.image, cmd or None, **options)  # type: ignore[arg-type]
         code = _follow(handle, sys.stdout.buffer, sys.stderr.buffer)
         status = handle.wait()
         if status.oom_killed:
@@ -317,6 +382,136 @@ def _image_command(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+_CONTAINER_COMMANDS = ("ps", "logs", "stop", "kill", "rm", "top", "wait", "inspect", "prune")
+
+
+def _ago(seconds: float) -> str:
+    """``5 seconds``, ``3 minutes``, ``2 hours``, ``4 days`` (rounded down)."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count > 1 else ''}"
+    count = max(0, int(seconds))
+    return f"{count} second{'' if count == 1 else 's'}"
+
+
+def _ps(states: Sequence[DetachedState], quiet: bool) -> int:
+    if quiet:
+        for state in states:
+            print(state.id)
+        return 0
+    now = time.time()
+    rows = [("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS")]
+    for state in states:
+        command = " ".join(state.args)
+        command = command if len(command) <= 30 else command[:29] + "…"
+        status = state.live_status()
+        if status == "running":
+            shown = f"Up {_ago(now - (state.started_at or state.created_at))}"
+        elif status == "exited":
+            shown = (f"Exited ({state.exit_code}) "
+                     f"{_ago(now - (state.finished_at or now))} ago")
+        elif status == "dead":
+            shown = "Dead (its monitor died)"
+        else:
+            shown = "Created"
+        rows.append((state.id, state.name or "-", state.image, f'"{command}"',
+                     f"{_ago(now - state.created_at)} ago", shown))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _logs(detached: DetachedContainers, container: str, follow: bool) -> int:
+    """Copy the container's stdout to ours and its stderr to our stderr; with
+    ``follow`` until it is no longer running (then what it wrote last)."""
+    state = detached.get(container)
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    with open(state.stdout, "rb") as fo, open(state.stderr, "rb") as fe:
+        while True:
+            try:
+                running = follow and detached.get(state.id).live_status() in (
+                    "running", "creating")
+            except ContainerNotFoundError:  # --rm: removed once exited
+                running = False
+            _copy_new(fo, out)
+            _copy_new(fe, err)
+            if not running:
+                return 0
+            time.sleep(0.05)
+
+
+def _top(detached: DetachedContainers, container: str) -> int:
+    rows = [("USER", "PID", "PPID", "NSPID", "STAT", "COMMAND")]
+    for p in detached.top(container):
+        rows.append((p.user, str(p.pid), str(p.ppid), "-" if p.ns_pid is None else str(p.ns_pid),
+                     p.state, p.command))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+def _each(names: Sequence[str], action: Callable[[str], object]) -> int:
+    """``action`` on every name in turn (docker's ``stop a b``); a failure is printed as
+    an error line and the rest still done; 125 when any failed."""
+    code = 0
+    for name in names:
+        try:
+            action(name)
+        except ContainersError as exc:
+            _error(exc)
+            code = EXIT_ERROR
+    return code
+
+
+def _container_command(args: argparse.Namespace) -> int:
+    """``ps|logs|stop|kill|rm|top|wait|inspect|prune`` on detached containers."""
+    from .containers import signal_number
+    from .detached import DetachedContainers
+
+    detached = DetachedContainers()
+    command = args.command
+    if command == "ps":
+        return _ps(detached.ps(all=args.all), args.quiet)
+    if command == "logs":
+        return _logs(detached, args.container, args.follow)
+    if command == "top":
+        return _top(detached, args.container)
+    if command == "inspect":
+        found: list[dict[str, object]] = []
+        code = _each(args.containers, lambda name: found.append(detached.inspect(name)))
+        print(json.dumps(found, indent=2))
+        return code
+    if command == "prune":
+        for container_id in detached.prune():
+            print(f"deleted container: {container_id}")
+        return 0
+
+    def done(name: str, result: object) -> None:
+        print(name, flush=True)
+
+    if command == "stop":
+        return _each(args.containers, lambda n: done(n, detached.stop(n, args.time)))
+    if command == "kill":
+        number = signal_number(args.signal)
+        return _each(args.containers, lambda n: done(n, detached.kill(n, number)))
+    if command == "rm":
+        return _each(args.containers, lambda n: done(n, detached.remove(n, force=args.force)))
+    if command == "wait":
+        def wait(name: str) -> None:
+            state = detached.wait(name)
+            if state.exit_code is None:
+                raise ContainerRuntimeError(
+                    f"container {name!r} ({state.id}): its monitor died, the exit status is"
+                    " lost", container_id=state.id)
+            print(state.exit_code, flush=True)
+
+        return _each(args.containers, wait)
+    return EXIT_ERROR
+
+
 def _one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line; an OS error (not one of ours) as
     ``<why>: <file>`` without its ``[Errno N]``."""
@@ -346,6 +541,8 @@ class _StderrHandler(logging.Handler):
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in _CONTAINER_COMMANDS:  # no store needed
+        return _container_command(args)
     store = Store(args.store if args.store is not None else default_root())
     if args.command == "image":
         try:
