@@ -795,4 +795,3 @@ class DetachedContainers:
         if state.live_status() != "running" or not state.cgroup:
             raise self._not_running(container, state)
         return processes(open_cgroup(state.cgroup))
-

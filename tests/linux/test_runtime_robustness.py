@@ -455,4 +455,3 @@ def test_non_ascii_ids_are_refused_as_runc(bundle: Path, container_id: str) -> N
         runc = subprocess.run(["runc", "--root", str(bundle / "runc-root"), "state",
                                container_id], capture_output=True, text=True, timeout=30)
         assert "invalid container ID format" in runc.stderr
-
