@@ -243,13 +243,24 @@ def _scandir(path: Path) -> list[os.DirEntry[str]]:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` exists and has not exited: a zombie (``Z``) or dead (``X``)
+    process waiting for its parent to reap it counts as gone (``proc(5)``,
+    ``/proc/<pid>/stat`` field 3), so a killed owner's leftovers are swept at once."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:  # hidepid, or a race with its exit: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    state = stat[stat.rfind(b")") + 2:][:1]
+    return state not in (b"Z", b"X")
 
 
 def _runtime_delete(binary: str, runtime_root: Path, container_id: str) -> None:

@@ -21,7 +21,7 @@ import pytest
 from pytest_containers.runtime.linux import cgroups, mounts
 from pytest_containers.runtime.ocicli import OciCliRuntime
 from pytest_containers.runtime.spec import cgroups_path
-from pytest_containers.runtime.sweep import sweep
+from pytest_containers.runtime.sweep import owner_alive, sweep
 
 from tests.backends.conftest import ocicli_leftovers, waiter_pids
 from tests.conftest import needs
@@ -140,3 +140,21 @@ def test_container_outlives_the_thread_that_started_it(start_runc) -> None:
     time.sleep(0.3)
     assert [c.poll() for c in started] == [None, None]
     assert start_runc(["true"]).wait(timeout=30).exit_code == 0
+
+
+def test_a_zombie_owner_counts_as_dead(tmp_path: Path) -> None:
+    """An owner killed but not yet reaped by its parent (a zombie, as a killed pytest or
+    monitor is until init reaps it) is dead to the sweep; a live one is alive."""
+    (tmp_path / "owner").write_text(str(os.getpid()))
+    assert owner_alive(tmp_path) is True
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.01)
+    (tmp_path / "owner").write_text(str(child.pid))
+    try:
+        assert owner_alive(tmp_path) is False
+    finally:
+        child.wait()
+    assert owner_alive(tmp_path) is False
