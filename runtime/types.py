@@ -99,6 +99,11 @@ class Resources:
                 raise InvalidOptionError(
                     f"memory {memory!r} is below the minimum of 6 MiB", option="memory",
                     value=memory)
+            if mem > MAX_MEMORY_BYTES:
+                raise InvalidOptionError(
+                    f"memory {memory!r} is above the most a cgroup can hold, "
+                    f"{MAX_MEMORY_BYTES} bytes (the kernel's page counter maximum)",
+                    option="memory", value=memory)
         quota = None
         if cpus is not None:
             try:
@@ -118,6 +123,9 @@ class Resources:
 
 #: docker's minimum memory limit
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
+#: the largest memory limit a cgroup holds, in bytes: ``PAGE_COUNTER_MAX`` pages
+#: (``LONG_MAX / PAGE_SIZE`` on 64-bit, ``mm/page_counter.c``)
+MAX_MEMORY_BYTES = (2**63 - 1) // os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PAGE_SIZE")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 

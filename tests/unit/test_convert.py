@@ -153,6 +153,18 @@ def test_memory_below_docker_minimum_is_refused(bad):
     assert (info.value.option, info.value.value) == ("memory", bad)
 
 
+@pytest.mark.parametrize("bad", [10**20, "9000000t"])
+def test_memory_beyond_the_page_counter_is_refused(bad):
+    """What the kernel cannot hold is refused as the ``memory`` option, not later as a
+    failed write of ``memory.memsw.limit_in_bytes``; the maximum itself is fine."""
+    with pytest.raises(InvalidOptionError, match="page counter maximum") as info:
+        Resources.from_options(memory=bad)
+    assert (info.value.option, info.value.value) == ("memory", bad)
+    page = os.sysconf("SC_PAGE_SIZE")
+    top = (2**63 - 1) // page * page
+    assert Resources.from_options(memory=top).memory_max_bytes == top
+
+
 @pytest.mark.parametrize(("option", "value"), [("cpus", -1), ("cpus", "x"), ("cpus", float("inf")),
                                                ("pids", 0), ("pids", "16"), ("pids", True)])
 def test_bad_cpus_and_pids_name_the_option(option, value):

@@ -39,7 +39,7 @@ from typing import Any
 
 from pytest_containers.exceptions import CgroupError, InvalidOptionError
 
-from ...types import Resources
+from ...types import MAX_MEMORY_BYTES, Resources
 from .fs import invalid
 
 #: cgroup v1 ``cpu.shares`` range (kernel ``MIN_SHARES``/``MAX_SHARES``)
@@ -52,7 +52,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 #: the largest byte limit the kernel's page counters hold: ``PAGE_COUNTER_MAX``
 #: (``LONG_MAX / PAGE_SIZE`` on 64-bit) pages, 9223372036854771712 with 4 KiB pages;
 #: v1 ``memory.limit_in_bytes`` reads it back when unlimited
-MAX_LIMIT_BYTES = (2**63 - 1) // PAGE_SIZE * PAGE_SIZE
+MAX_LIMIT_BYTES = MAX_MEMORY_BYTES
 #: the largest ``pids.max`` the kernel takes (``PID_MAX_LIMIT`` on 64-bit, 4M)
 PID_MAX_LIMIT = 4 * 1024 * 1024
 #: :class:`Resources` byte fields, their user-facing option name and their field
