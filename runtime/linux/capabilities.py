@@ -109,6 +109,10 @@ def names_of(mask: int) -> list[str]:
     return [name for number, name in enumerate(NAMES) if mask >> number & 1]
 
 
+#: :meth:`CapabilitySets.from_config` results by their lists of names (a pure function)
+_SETS: dict[tuple[Any, ...], CapabilitySets] = {}
+
+
 @dataclass(frozen=True)
 class CapabilitySets:
     """The five sets as bit masks (bit N: capability number N), computed in the parent;
@@ -135,13 +139,26 @@ class CapabilitySets:
         :class:`UnknownCapabilityError` naming the first unknown name."""
         limit = last_cap() if top is None else top
         caps = capabilities or {}
+        key: tuple[Any, ...] | None
+        try:  # the same lists from one container to the next: computed once
+            key = (cls, limit, *(tuple(caps.get(kind) or ()) for kind in _KINDS))
+            found = _SETS.get(key)
+        except TypeError:  # not lists of strings: mask_of says which entry
+            key = found = None
+        if found is not None:
+            return found
         masks = {kind: mask_of(caps.get(kind) or (), kind=kind, top=limit) for kind in _KINDS}
         raisable = masks["ambient"] & masks["permitted"] & masks["inheritable"]
-        return cls(
+        sets = cls(
             **masks,
             drop=tuple(n for n in range(limit + 1) if not masks["bounding"] >> n & 1),
             ambient_raise=tuple(n for n in range(limit + 1) if raisable >> n & 1),
         )
+        if key is not None:
+            if len(_SETS) >= 256:
+                _SETS.clear()
+            _SETS[key] = sets
+        return sets
 
     # -- in the child ---------------------------------------------------------------
 

@@ -244,7 +244,37 @@ def _check_data(mtype: str, opt: str, where: str, field: str) -> None:
         raise _bad(f"mount {where}: invalid value in option {opt!r}", field, opt)
 
 
-def _parse_mount(index: int, m: Mapping[str, Any], bundle: Path | None, selinux_label: str,
+#: :func:`_parse_mount` results by what they depend on: the entry's fields, the bundle,
+#: the label and the host's cgroup version (a pure function of those: nothing on disk)
+_PARSED: dict[tuple[Any, ...], MountOp] = {}
+_PARSED_MAX = 512
+
+
+def _parse_mount_cached(index: int, m: Mapping[str, Any], bundle: str | None,
+                        selinux_label: str, cgroup2_host: bool) -> MountOp:
+    """:func:`_parse_mount`, remembered for an entry of plain values seen before (a
+    config's mounts are mostly the same defaults from one container to the next)."""
+    key: tuple[Any, ...] | None = None
+    if type(m) is dict and m.keys() <= {"destination", "type", "source", "options"}:
+        options = m.get("options")
+        try:
+            key = (m.get("destination"), m.get("type"), m.get("source"), type(options),
+                   tuple(options) if isinstance(options, list) else options, bundle,
+                   selinux_label, cgroup2_host)
+            found = _PARSED.get(key)
+        except TypeError:  # an unhashable value: parsed (and refused) below
+            key = found = None
+        if found is not None:
+            return found
+    op = _parse_mount(index, m, bundle, selinux_label, cgroup2_host)
+    if key is not None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = op
+    return op
+
+
+def _parse_mount(index: int, m: Mapping[str, Any], bundle: str | None, selinux_label: str,
                  cgroup2_host: bool) -> MountOp:
     where_field = f"mounts[{index}]"
     if not isinstance(m, Mapping):
@@ -355,6 +385,16 @@ def _parse_devices(entries: Sequence[Mapping[str, Any]]) -> tuple[DeviceNode, ..
     return tuple(nodes)
 
 
+_kcore: list[bool] = []
+
+
+def _host_has_kcore() -> bool:
+    """Whether the host has ``/proc/kcore`` (a kernel build option: looked up once)."""
+    if not _kcore:
+        _kcore.append(os.path.exists("/proc/kcore"))
+    return _kcore[0]
+
+
 def _cgroup_v1_hierarchies() -> tuple[tuple[str, str], ...]:
     """``(directory name, controllers)`` of each v1 hierarchy under ``/sys/fs/cgroup``
     that a container joins (``cgroups.V1_CONTROLLERS``): what a ``type: cgroup``
@@ -398,8 +438,8 @@ def plan_rootfs(config: Mapping[str, Any], rootfs: Path | str, *,
             cgroup2_host = sc.statfs_type("/sys/fs/cgroup") == _CGROUP2_SUPER_MAGIC
         except OSError:
             pass
-    mounts = tuple(_parse_mount(i, m, Path(bundle) if bundle is not None else None,
-                                label if selinux else "", cgroup2_host)
+    base = os.fspath(Path(bundle)) if bundle is not None else None
+    mounts = tuple(_parse_mount_cached(i, m, base, label if selinux else "", cgroup2_host)
                    for i, m in enumerate(raw_mounts))
     propagation_name = linux.get("rootfsPropagation") or ""
     if propagation_name and propagation_name not in _PROPAGATION:
@@ -424,7 +464,7 @@ def plan_rootfs(config: Mapping[str, Any], rootfs: Path | str, *,
         readonly_rootfs=bool((config.get("root") or {}).get("readonly", False)),
         devices=devices,
         setup_dev=not any(m.type == "bind" and m.destination == "/dev" for m in mounts),
-        dev_core=os.path.exists("/proc/kcore"),
+        dev_core=_host_has_kcore(),
         root_propagation=_PROPAGATION.get(propagation_name, 0),
         cgroup_v1=() if cgroup2_host or not any(m.type == "cgroup" for m in mounts)
         else _cgroup_v1_hierarchies(),

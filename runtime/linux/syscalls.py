@@ -71,6 +71,7 @@ __all__ = [
     "capbset_drop",
     "capget",
     "capset",
+    "clone",
     "clone_parent",
     "close_range",
     "get_no_new_privs",
@@ -87,6 +88,7 @@ __all__ = [
     "sethostname",
     "setns",
     "statfs_type",
+    "thread_count",
     "umount2",
     "unshare",
 ]
@@ -346,21 +348,44 @@ def get_no_new_privs() -> bool:
     return bool(prctl(PR_GET_NO_NEW_PRIVS))
 
 
+def clone(flags: int = 0) -> int:
+    """``clone(flags | SIGCHLD)`` with no new stack (the raw syscall): a ``fork`` that
+    the kernel alone makes. ``flags`` may add ``CLONE_NEW*`` namespaces (the child is
+    created in them; with ``CLONE_NEWPID`` it is PID 1 of a new pid namespace and the
+    caller's own namespace for children is untouched) or ``CLONE_PARENT``. Returns the
+    child's pid (as the caller sees it), 0 in the child.
+
+    Neither libc's fork handlers nor Python's (``os.register_at_fork``: threading,
+    random, logging... about 1 ms of copy-on-write faults in the child) run, and
+    Python's after-fork bookkeeping is skipped, so call it only where ``fork`` would
+    be safe without them: in a process with a single thread (:func:`thread_count`,
+    no other thread can hold a lock), from its main thread, for a child that makes
+    syscalls and then execs or ``_exit``\\ s. Raises ``OSError`` (EINVAL for
+    ``CLONE_PARENT`` from a pid namespace's init, EPERM, ENOMEM...)."""
+    if _NR_CLONE is None:
+        raise OSError(38, "clone: unknown syscall number on this machine")
+    raw, stack = ctypes.c_ulong(flags | _SIGCHLD), ctypes.c_ulong(0)
+    first, second = (stack, raw) if _CLONE_STACK_FIRST else (raw, stack)
+    pid = _libc.syscall(ctypes.c_long(_NR_CLONE), first, second, ctypes.c_ulong(0),
+                        ctypes.c_ulong(0), ctypes.c_ulong(0))
+    _check(pid, "clone")
+    return int(pid)
+
+
 def clone_parent() -> int:
-    """``clone(CLONE_PARENT | SIGCHLD)`` with no new stack: a ``fork`` whose child is a
+    """``clone(CLONE_PARENT | SIGCHLD)`` (:func:`clone`): a ``fork`` whose child is a
     child of the caller's parent, not of the caller (runc's ``clone_parent`` in
     ``nsexec.c``); it starts in the pid namespace the caller unshared or joined for
     its children. Returns the child's pid (as seen from the caller), 0 in the child.
     No ``atfork`` handler runs: call it only in a single-threaded process between
     ``fork`` and ``exec``. Raises ``OSError`` (EINVAL from a pid namespace's init)."""
-    if _NR_CLONE is None:
-        raise OSError(38, "clone: unknown syscall number on this machine")
-    flags, stack = ctypes.c_ulong(_CLONE_PARENT | _SIGCHLD), ctypes.c_ulong(0)
-    first, second = (stack, flags) if _CLONE_STACK_FIRST else (flags, stack)
-    pid = _libc.syscall(ctypes.c_long(_NR_CLONE), first, second, ctypes.c_ulong(0),
-                        ctypes.c_ulong(0), ctypes.c_ulong(0))
-    _check(pid, "clone")
-    return int(pid)
+    return clone(_CLONE_PARENT)
+
+
+def thread_count() -> int:
+    """The number of threads of the calling process: the link count of
+    ``/proc/self/task`` is 2 plus one per thread (``proc_task_getattr``); one ``stat``."""
+    return os.stat("/proc/self/task").st_nlink - 2
 
 
 def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:

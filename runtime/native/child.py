@@ -8,7 +8,8 @@ as ``step\\0errno\\0message`` (like ``subprocess``), then the process
 reads as EOF.
 
 The init talks to its parent over three pipes: ``go`` (parent to init: ``1``
-once the cgroup exists, and before it, with hooks, ``S<State JSON>\\n``),
+once the cgroup exists, and before it, with hooks, ``S<State JSON>\\n``; first of
+all ``D`` when the parent makes the rootfs dirs after the fork),
 ``sync`` (init to parent: ``N`` once its namespaces exist, when the parent
 runs ``prestart``/``createRuntime`` hooks; ``C<fd>\\n`` once it is created and
 waits for ``start``) and the error pipe. With a user namespace the forked
@@ -44,7 +45,7 @@ from typing import NoReturn
 from ..linux import syscalls as sc
 from ..linux.mounts import OVERLAY_SOURCE, RootfsPlan, finish_rootfs, setup_rootfs
 from .hooks import Hook, run_hook
-from .process import ProcessPlan, apply_process, exec_process
+from .process import ProcessPlan, apply_process, exec_process, run_as_init
 
 __all__ = ["ExecPlan", "InitPlan", "encode_error", "join_cgroup", "join_cgroup_at",
            "loopback_up", "open_dirs", "run_exec_helper", "run_init", "wait_status_of"]
@@ -86,6 +87,14 @@ class InitPlan:
     JSON (prestart, createRuntime, createContainer or startContainer hooks).
     ``exec_fifo``: wait on this fifo for ``start`` before ``exec`` (``None``:
     ``exec`` at once). ``preserve_fds``: fds from 3 passed on to the process.
+    ``init``: instead of ``exec``, PID 1 runs :func:`~.process.run_as_init` (the
+    config's ``org.ptc.init`` annotation, :func:`~..spec.init_requested`): its child
+    applies the process and execs it, PID 1 forwards signals and reaps zombies.
+    ``wait_dirs``: the parent makes the overlay's mount point, ``upper`` and ``work``
+    after the fork, while the init makes its namespaces: wait for its ``D`` on
+    ``go_r`` (before any other message) before mounting. ``stdio_dir``: a host dir
+    where the parent makes the files ``stdout`` and ``stderr`` before it says ``1``:
+    opened write-only then, instead of ``stdout_fd``/``stderr_fd``.
     """
 
     rootfs: RootfsPlan
@@ -110,6 +119,9 @@ class InitPlan:
     preserve_fds: int = 0
     userns: str = ""
     userns_fd: int = -1
+    init: bool = False
+    wait_dirs: bool = False
+    stdio_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -364,8 +376,8 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) ->
     [hooks: ``N`` on ``sync_w``, the State JSON from ``go_r``, ``createContainer``
     hooks]; the rootfs (overlay of the layers, or ``root.path`` bound onto itself)
     with its mounts and ``pivot_root`` (:func:`~..linux.rootfs.setup_rootfs`);
-    hostname, ``lo`` up, stdio; wait for ``1`` on ``go_r`` (the cgroup exists; on
-    v2 the caller moved us), join the cgroup (v1), the cgroup namespace, cgroup
+    hostname, ``lo`` up; wait for ``1`` on ``go_r`` (the cgroup exists; on v2 the
+    caller moved us), stdio, join the cgroup (v1), the cgroup namespace, cgroup
     mounts (:func:`~..linux.rootfs.finish_rootfs`); the process's user,
     capabilities, rlimits... (:func:`~.process.apply_process`); [create: wait for
     ``start`` (:func:`_wait_for_start`), ``startContainer`` hooks]; ``exec``. EOF on
@@ -380,6 +392,10 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) ->
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         step[0] = "cgroup"
         cgroup_files = open_dirs(plan.cgroup_join)
+        stdio_dir = -1
+        if plan.stdio_dir:  # opened while the host's paths are visible
+            step[0] = "stdio"
+            stdio_dir = os.open(plan.stdio_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         go = _GoPipe(go_r)
         fifo = -1
         if plan.exec_fifo is not None:  # opened while the host's paths are visible
@@ -398,6 +414,10 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) ->
         if plan.userns:
             step[0] = "clone"
             _clone_init(plan, life_r, sync_w)
+        if plan.wait_dirs:  # the parent makes the overlay's dirs meanwhile
+            step[0] = "rootfs"
+            if not go.wait_go(b"D"):
+                os._exit(127)
         os.setsid()
         step[0] = "rprivate"
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
@@ -429,11 +449,17 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) ->
         if plan.loopback:
             step[0] = "loopback"
             loopback_up()
-        step[0] = "stdio"
-        _stdio(plan.stdout_fd, plan.stderr_fd)
         step[0] = "cgroup"
         if not go.wait_go():
             os._exit(127)
+        step[0] = "stdio"
+        out_fd, err_fd = plan.stdout_fd, plan.stderr_fd
+        if stdio_dir >= 0:  # the parent made the files before it said 1
+            out_fd = os.open("stdout", os.O_WRONLY | os.O_CLOEXEC, dir_fd=stdio_dir)
+            err_fd = os.open("stderr", os.O_WRONLY | os.O_CLOEXEC, dir_fd=stdio_dir)
+            os.close(stdio_dir)
+        _stdio(out_fd, err_fd)
+        step[0] = "cgroup"
         join_cgroup_at(cgroup_files)
         if plan.cgroupns == "new":
             sc.unshare(sc.CLONE_NEWCGROUP)  # rooted at our cgroup: only once we are in it
@@ -442,7 +468,8 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) ->
             os.close(plan.cgroupns_fd)
         finish_rootfs(plan.rootfs, step)
         step[0] = "process"
-        apply_process(plan.process)  # user, capabilities, rlimits, seccomp... (process.py)
+        if not plan.init:  # with the init, its child does (run_as_init)
+            apply_process(plan.process)  # user, capabilities, rlimits, seccomp... (process.py)
         for fd in range(3, 3 + plan.preserve_fds):
             os.set_inheritable(fd, True)
         if plan.exec_fifo is not None:
@@ -458,6 +485,8 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) ->
             step[0] = hook.field
             run_hook(hook, state)
         step[0] = "exec"
+        if plan.init:
+            run_as_init(plan.process, error_fd=err_w)
         exec_process(plan.process)
     except BaseException as exc:  # noqa: B036 - everything must reach the parent
         _report(err_w, step[0], exc)
@@ -513,7 +542,7 @@ def run_exec_helper(plan: ExecPlan, err_w: int, status_w: int, parent_pid: int) 
         step = "setns"
         _setns_all(plan)
         step = "fork"
-        pid = os.fork()
+        pid = sc.clone()  # a forked copy has one thread: no fork handler needed
         if pid == 0:
             os.close(status_w)
             if not plan.detach:

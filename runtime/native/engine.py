@@ -16,13 +16,15 @@ container (host pids)::
 
     caller            keeps: pid and pidfd of init (in-process: reaps it)
     └── init          PID 1 of a new pid namespace (or a member of a joined one, or
-                      of the host's). One fork: the calling thread unshares
-                      CLONE_NEWPID (or setns's into the pid namespace to join), forks,
-                      and setns's back into its own. The init joins/unshares its other
-                      namespaces, mounts the rootfs and pivots into it
-                      (:mod:`.child`), while the caller creates the cgroup; then it
-                      joins the cgroup, unshare(cgroup), applies the process
-                      (:mod:`.process`: user, capabilities...) and execs
+                      of the host's). One fork: in a single-threaded caller the raw
+                      clone(CLONE_NEWPID) (no fork handlers: :func:`_fork`), else the
+                      calling thread unshares CLONE_NEWPID (or setns's into the pid
+                      namespace to join), forks, and setns's back into its own. The
+                      init joins/unshares its other namespaces, mounts the rootfs and
+                      pivots into it (:mod:`.child`), while the caller makes the rest
+                      of the state dir and the cgroup; then it joins the cgroup,
+                      unshare(cgroup), applies the process (:mod:`.process`: user,
+                      capabilities...) and execs
 
 With a user namespace (``config-linux.md#user-namespace-mappings``), as runc's
 ``nsexec``: a plain fork, whose child unshares CLONE_NEWUSER (or joins one) and
@@ -38,9 +40,10 @@ overlay, goes with the last of them. What can remain (the cgroup directories
 and the state dir) carries the caller's pid in ``owner`` for
 :func:`~..sweep.sweep`.
 
-State dir ``<state_root>/<id>``: in-process: ``config.json``, ``owner``,
+State dir ``<state_root>/<id>``: in-process: ``owner`` (before the fork),
 ``rootfs/`` (the overlay's mount point, only inside the container), ``upper/``,
-``work/``, ``stdout``, ``stderr``; ``ptc-runtime``: ``state.json``
+``work/`` (after the fork, while the init makes its namespaces), ``config.json``,
+``stdout``, ``stderr`` (while it mounts); ``ptc-runtime``: ``state.json``
 (:mod:`.state`), ``exec.fifo`` while created, ``owner`` while being created
 (and for a foreground ``run``).
 """
@@ -48,6 +51,7 @@ State dir ``<state_root>/<id>``: in-process: ``config.json``, ``owner``,
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import math
 import os
@@ -179,16 +183,47 @@ def _own_pidns_fd() -> int:
     return fd
 
 
+def _can_clone() -> bool:
+    """Whether :func:`_fork` may use the raw ``clone`` (:func:`~..linux.syscalls.clone`):
+    this process has a single thread, the main one (``signal.signal`` in the child
+    needs it), so no lock can be held by another thread and skipping the fork
+    handlers is safe."""
+    try:
+        return sc.thread_count() == 1 and threading.current_thread() is threading.main_thread()
+    except OSError:
+        return False
+
+
+def _in_child(pid: int) -> int:
+    """``pid`` as a fork returned it; in the child (0), the garbage collector is off
+    first: a collection there would touch, and so copy, every tracked object."""
+    if pid == 0:
+        gc.disable()
+    return pid
+
+
+def _fork() -> int:
+    """``fork`` for a child that only makes syscalls, then execs or ``_exit``\\ s; returns
+    its pid (0 in it). The raw ``clone`` when :func:`_can_clone` (no
+    ``os.register_at_fork`` handler runs: about 1 ms less before the child can work),
+    else ``os.fork()``."""
+    return _in_child(sc.clone() if _can_clone() else os.fork())
+
+
 def _fork_into_pidns(target: int | None) -> int:
     """``fork`` a child in another pid namespace; returns its pid (0 in it).
 
-    ``target`` ``None``: a new one, the child is its PID 1 (the calling thread
-    ``unshare(CLONE_NEWPID)``\\ s, which only changes its own namespace for
-    children); else the fd of a pid namespace to join (``setns``). Then the thread
-    ``setns``\\ 's back into its own pid namespace. If that fails the child is
-    killed and reaped and ``ContainerStartError`` is raised: the thread is then
-    left in the dead namespace, where a fork fails (ENOMEM) instead of putting a
-    process into a container's namespace."""
+    ``target`` ``None``: a new one, the child is its PID 1; in a single-threaded
+    process one ``clone(CLONE_NEWPID)`` (:func:`_fork`). Otherwise (``target``: the fd
+    of a pid namespace to join with ``setns``, or ``os.fork`` needed) the calling
+    thread ``unshare(CLONE_NEWPID)``\\ s or ``setns``\\ 's, which only changes its own
+    namespace for children, forks, then ``setns``\\ 's back into its own pid
+    namespace. If that fails the child is killed and reaped and
+    ``ContainerStartError`` is raised: the thread is then left in the dead namespace,
+    where a fork fails (ENOMEM) instead of putting a process into a container's
+    namespace."""
+    if target is None and _can_clone():
+        return _in_child(sc.clone(sc.CLONE_NEWPID))
     with _PIDNS_LOCK:
         own = _own_pidns_fd()
         pid = -1
@@ -197,7 +232,7 @@ def _fork_into_pidns(target: int | None) -> int:
                 sc.unshare(sc.CLONE_NEWPID)
             else:
                 sc.setns(target, sc.CLONE_NEWPID)
-            pid = os.fork()
+            pid = _fork()
         finally:
             if pid != 0:
                 try:
@@ -254,6 +289,7 @@ def _read_sync(pipe: _LinePipe, timeout: float) -> bytes | None:
 
 
 def spawn(prepared: Prepared, spawned: Spawned, *,
+          after_fork: Callable[[], None] | None = None,
           before_go: Callable[[], None] | None = None,
           hooks_state: Callable[[], bytes] | None = None,
           close_in_child: Sequence[int] = ()) -> None:
@@ -261,9 +297,11 @@ def spawn(prepared: Prepared, spawned: Spawned, *,
     to "created"), filling in ``spawned`` as it goes (so that the caller can tear
     down whatever exists when this raises).
 
-    While the init sets up its namespaces and rootfs: ``before_go()`` (writes the
-    caller's files), the cgroup is created (on cgroup v2 the init is moved into
-    it). With hooks, once the init reports its namespaces: ``prestart`` and
+    While the init sets up its namespaces and rootfs: when ``prepared.plan.wait_dirs``,
+    ``after_fork()`` (makes the rootfs dirs) then ``D`` on the go pipe;
+    ``before_go()`` (writes the caller's files: ``stdout`` and ``stderr`` too when
+    ``prepared.plan.stdio_dir``); the cgroup is created (on cgroup v2 the init is
+    moved into it). With hooks, once the init reports its namespaces: ``prestart`` and
     ``createRuntime`` hooks (the cgroup made first), then the State JSON
     ``hooks_state()`` is sent to the init (``createContainer``, ``startContainer``).
     Then ``1`` on the go pipe; then the init's ``exec`` (EOF on the error pipe) or
@@ -289,7 +327,7 @@ def spawn(prepared: Prepared, spawned: Spawned, *,
         elif mode == "join":
             pid = _fork_into_pidns(prepared.pid_ns_fd)
         else:
-            pid = os.fork()
+            pid = _fork()
         if pid == 0:
             try:
                 for fd in (err_r, life_w, go_w, sync_r, *close_in_child):
@@ -312,6 +350,13 @@ def spawn(prepared: Prepared, spawned: Spawned, *,
     try:
         if plan.userns:
             pid = _user_namespace_handshake(prepared, spawned, sync, go_w, err_r)
+        if plan.wait_dirs:
+            if after_fork is not None:
+                after_fork()
+            try:
+                os.write(go_w, b"D")
+            except BrokenPipeError:
+                pass  # the init has failed already: its report is on the error pipe
         try:
             spawned.pidfd = os.pidfd_open(pid)
         except OSError:
@@ -436,6 +481,22 @@ def _run_runtime_hooks(prepared: Prepared, hooks_state: Callable[[], bytes] | No
 
 
 # -- in-process containers ------------------------------------------------------------
+
+
+def _make_rootfs_dirs(base: str) -> None:
+    """The overlay's mount point, ``upper`` and ``work`` in the state dir ``base``."""
+    for name in ("rootfs", "upper", "work"):
+        os.mkdir(f"{base}/{name}")
+
+
+def _write_state_files(base: str, config: Mapping[str, Any], *, outputs: bool) -> None:
+    """In the state dir ``base``: ``config.json`` (the seam with ``ptc-runtime`` and runc,
+    and where the sweep finds the cgroup; the C encoder, compact) and, with
+    ``outputs``, the empty ``stdout`` and ``stderr``."""
+    _write_file(f"{base}/config.json", json.dumps(config, separators=(",", ":")).encode())
+    for name in ("stdout", "stderr") if outputs else ():
+        os.close(os.open(f"{base}/{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                         0o644))
 
 
 def _passwd_root(layers: Sequence[Path]) -> str:
@@ -611,7 +672,7 @@ def run_exec(container_id: str, pidfd: int, pid: int, config: Mapping[str, Any],
         cgroup_procs=tuple(f"{d}/{rel}" for d, rel in cgroup.self_join_paths()),
         process=plan, stdout_fd=out_w, stderr_fd=err_w)
     parent = os.getpid()
-    helper = os.fork()
+    helper = _fork()
     if helper == 0:
         try:
             for fd in (out_r, err_r, epipe_r, status_r):
@@ -692,7 +753,6 @@ class NativeRuntime:
         except FileExistsError as exc:
             raise ContainerStartError(f"container {container_id} already exists",
                                       container_id=container_id, argv=list(spec.args)) from exc
-        out = err = -1
         spawned = Spawned(pid=0)
         container: NativeContainer | None = None
         try:
@@ -701,26 +761,20 @@ class NativeRuntime:
             rootfs = f"{state_dir}/rootfs"
             config = to_config(spec, container_id=container_id, rootfs=rootfs)
             base = str(state_dir)
-            for name in ("rootfs", "upper", "work"):
-                os.mkdir(f"{base}/{name}")
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            out = os.open(f"{base}/stdout", flags, 0o644)
-            err = os.open(f"{base}/stderr", flags, 0o644)
             passwd_root = _passwd_root(spec.layers)
             prepared = prepare(config, container_id=container_id, state_dir=state_dir,
                                bundle=base, rootfs=rootfs, layers=spec.layers,
-                               stdout_fd=out, stderr_fd=err, resources=spec.resources,
-                               passwd_root=passwd_root, checked=True)
+                               resources=spec.resources, passwd_root=passwd_root,
+                               checked=True, dirs_after_fork=True, stdio_dir=base)
             container = NativeContainer(container_id, state_dir, config, prepared.cgroup,
                                         prepared.plan.process, passwd_root)
-            # config.json is the seam with ptc-runtime and runc; the C encoder
-            data = json.dumps(config, separators=(",", ":")).encode()
-            spawn(prepared, spawned,
-                  before_go=lambda: _write_file(f"{base}/config.json", data))
+            # the rest of the state dir is made after the fork, while the init unshares
+            # its namespaces (a new network namespace alone is about 1 ms of the kernel's)
+            # and mounts its rootfs
+            outputs = bool(prepared.plan.stdio_dir)  # else made by prepare (user namespace)
+            spawn(prepared, spawned, after_fork=lambda: _make_rootfs_dirs(base),
+                  before_go=lambda: _write_state_files(base, config, outputs=outputs))
         except BaseException as exc:
-            for fd in (out, err):
-                if fd >= 0:
-                    os.close(fd)
             if container is None:
                 _remove_state_dir(state_dir)
                 if isinstance(exc, ValueError) and not isinstance(exc, ContainerStartError):
@@ -733,8 +787,6 @@ class NativeRuntime:
             container._owns_cgroup = spawned.cgroup_created
             container.delete()
             raise
-        for fd in (out, err):
-            os.close(fd)
         container.pid, container._pidfd = spawned.pid, spawned.pidfd
         container._owns_cgroup = spawned.cgroup_created
         return container

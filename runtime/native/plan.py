@@ -6,7 +6,8 @@ engine itself handles (:mod:`.config`: version, root, hostname, namespaces,
 cgroupsPath, sysctl; :mod:`.hooks`), and gathers those the other modules check:
 ``process`` (:func:`~.process.prepare_process`), ``mounts`` and the rest of the
 filesystem (:func:`~..linux.rootfs.plan_rootfs`), ``linux.resources`` (kept for
-``cgroup.create``, which checks it). A bad config raises here, with nothing to
+``cgroup.create``, which checks it), the init annotation
+(:func:`~..spec.init_requested`). A bad config raises here, with nothing to
 undo; :func:`~.engine.spawn` then runs the plan.
 """
 
@@ -24,6 +25,7 @@ from ..linux import syscalls as sc
 from ..linux.capabilities import UnknownCapabilityError
 from ..linux.cgroups import CgroupV1, CgroupV2, open_cgroup
 from ..linux.mounts import overlay_options, plan_rootfs
+from ..spec import init_requested
 from ..types import Resources
 from . import child
 from .config import (
@@ -88,6 +90,13 @@ def _process_error(container_id: str, exc: Exception, args: Sequence[str]) -> Co
                                argv=list(args), step=step, field=getattr(exc, "option", None))
 
 
+def _open_output(path: str, fds: list[int]) -> int:
+    """Create (or truncate) the output file ``path``; its fd, also added to ``fds``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fds.append(fd)
+    return fd
+
+
 def _check_cgroup_mounts(config: Mapping[str, Any]) -> None:
     """A ``type: cgroup``/``cgroup2`` mount needs a cgroup namespace with a user
     namespace: without one the init mounts in a transient cgroup namespace and
@@ -105,7 +114,8 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
             rootfs: str, layers: Sequence[Path] = (), stdout_fd: int = -1,
             stderr_fd: int = -1, pdeathsig: bool = True, exec_fifo: str | None = None,
             preserve_fds: int = 0, resources: Resources | Mapping[str, Any] | None = None,
-            passwd_root: str | None = None, checked: bool = False) -> Prepared:
+            passwd_root: str | None = None, checked: bool = False,
+            dirs_after_fork: bool = False, stdio_dir: str = "") -> Prepared:
     """Check ``config`` and plan its init; nothing is forked or created.
 
     ``rootfs``: where the root is on the host (``root.path`` resolved against
@@ -115,7 +125,14 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
     ``exec`` (``ptc-runtime create``). ``resources``: for the cgroup (default
     ``linux.resources``). ``passwd_root``: where to look up ``HOME`` (default
     ``rootfs``). ``checked``: the config comes from :func:`~..spec.to_config` (the
-    top-level shape is not checked again).
+    top-level shape is not checked again). ``dirs_after_fork``: the overlay's mount
+    point, ``upper`` and ``work`` do not exist yet; the caller of
+    :func:`~.engine.spawn` makes them after the fork (its ``after_fork``) while the
+    init makes its namespaces (``InitPlan.wait_dirs``). ``stdio_dir``: the dir where
+    the caller makes the files ``stdout`` and ``stderr`` after the fork, before the
+    cgroup is made (its ``before_go``); the init opens them (instead of
+    ``stdout_fd``/``stderr_fd``); with a user namespace, where it may not, they are
+    made here and inherited (``InitPlan.stdio_dir`` is then empty).
 
     Raises ``InvalidOptionError`` (a ``ValueError``) naming the field for a config
     the engine cannot run, ``ContainerStartError`` (``step``: ``capabilities``,
@@ -191,6 +208,11 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
         # v1 self-join writes ``tasks`` as the init's own user: in a user namespace
         # the caller moves it (the file's owner, host root, is not mapped there)
         v1 = cgroup.version == 1 and not user
+        if stdio_dir and user:
+            # nor may the init open the caller's files there: it inherits them, made now
+            stdout_fd, stderr_fd = (_open_output(f"{stdio_dir}/{name}", prepared.fds)
+                                    for name in ("stdout", "stderr"))
+            stdio_dir = ""
         prepared.plan = child.InitPlan(
             rootfs=rootfs_plan, overlay_data=overlay,
             # v2 has no lock-free self move: the caller moves the init (see spawn)
@@ -209,7 +231,9 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
                                                 "createContainer", "startContainer")),
             create_container=hooks.get("createContainer", ()),
             start_container=hooks.get("startContainer", ()),
-            exec_fifo=exec_fifo, preserve_fds=preserve_fds)
+            exec_fifo=exec_fifo, preserve_fds=preserve_fds,
+            wait_dirs=dirs_after_fork and overlay is not None, stdio_dir=stdio_dir,
+            init=init_requested(config))
     except BaseException:
         prepared.close()
         raise

@@ -87,29 +87,30 @@ class Cgroup:
                 out.append(rel)
         return out
 
-    def _mkdirs(self, base: Path, on_parent: Callable[[Path], None] | None = None
-                ) -> list[Path]:
+    def _mkdirs(self, base: Path | str, on_parent: Callable[[Path], None] | None = None
+                ) -> list[str]:
         """mkdir each component of the path under ``base``; returns the dirs made.
 
         ``on_parent(dir)`` is called for every ancestor (existing or made) before its
         child is created. A concurrent removal of an empty shared parent (ENOENT on
         the child) is retried. Raises ``FileExistsError`` when the leaf exists.
         """
-        leaf = base / self._rel
+        base = str(base)
         if on_parent is None:
+            leaf = f"{base}/{self._rel}"
             try:  # the common case: the parent exists, one mkdir
                 fs.make_dir(leaf)
                 return [leaf]
             except FileNotFoundError:
                 pass
         for _attempt in range(20):
-            made: list[Path] = []
+            made: list[str] = []
             current = base
             try:
                 for i, part in enumerate(self._parts):
                     if on_parent is not None:
-                        on_parent(current)
-                    current = current / part
+                        on_parent(Path(current))
+                    current = f"{current}/{part}"
                     try:
                         fs.make_dir(current)
                         made.append(current)
@@ -118,19 +119,20 @@ class Cgroup:
                             raise
                 return made
             except FileNotFoundError:
-                if not base.is_dir():
+                if not os.path.isdir(base):
                     raise
                 continue  # an empty parent was removed under us by another container
-        raise FileNotFoundError(errno.ENOENT, "cgroup parent keeps disappearing", str(base))
+        raise FileNotFoundError(errno.ENOENT, "cgroup parent keeps disappearing", base)
 
-    def _note_made(self, made: list[Path], base: Path) -> None:
+    def _note_made(self, made: list[str], base: Path | str) -> None:
+        skip = len(str(base)) + 1
         for path in made:
-            rel = str(path.relative_to(base))
+            rel = path[skip:]
             if rel != self._rel:
                 self._made_parents.add(rel)
 
     @staticmethod
-    def _undo(made: list[Path]) -> None:
+    def _undo(made: list[str]) -> None:
         """Remove what a failed create made, deepest first (the leaf busy-retried,
         shared parents only when empty); errors here must not hide the first one."""
         for path in reversed(made):
@@ -139,7 +141,7 @@ class Cgroup:
             except OSError:
                 pass
 
-    def _mkdir_error(self, exc: OSError, path: Path) -> Exception:
+    def _mkdir_error(self, exc: OSError, path: Path | str) -> Exception:
         if isinstance(exc, FileExistsError):
             return fs.error(f"cgroup already exists: {path}", path=path, errno=exc.errno)
         if getattr(exc, "fields", None) is not None:

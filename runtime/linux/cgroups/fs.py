@@ -43,17 +43,17 @@ def invalid(field: str, value: Any, why: str) -> CgroupError:
                  field=field)
 
 
-def make_dir(path: Path) -> None:
+def make_dir(path: Path | str) -> None:
     """``mkdir`` one cgroup directory (the kernel fills in its interface files)."""
     os.mkdir(path)
 
 
-def remove_dir(path: Path) -> None:
+def remove_dir(path: Path | str) -> None:
     """``rmdir`` one cgroup directory (the kernel drops its interface files)."""
     os.rmdir(path)
 
 
-def write(path: Path, value: str) -> None:
+def write(path: Path | str, value: str) -> None:
     """Write ``value`` to a cgroup interface file in a single ``write(2)``.
 
     Raises :class:`CgroupError` naming the file and the value (``errno`` from the
@@ -157,7 +157,7 @@ def v2_io_bytes(text: str | None) -> tuple[int, int] | None:
     return read_bytes, written
 
 
-def child_dirs(path: Path) -> list[Path]:
+def child_dirs(path: Path | str) -> list[Path]:
     """The child cgroups of ``path`` (its subdirectories); none when it is missing.
 
     A directory's link count is 2 plus its subdirectories (kernfs keeps it so, like
@@ -171,7 +171,7 @@ def child_dirs(path: Path) -> list[Path]:
         return []
 
 
-def descendants(path: Path) -> list[Path]:
+def descendants(path: Path | str) -> list[Path]:
     """Every cgroup below ``path``, deepest first (the order ``rmdir`` needs)."""
     out: list[Path] = []
     for child in child_dirs(path):
@@ -180,7 +180,7 @@ def descendants(path: Path) -> list[Path]:
     return out
 
 
-def rmdir(path: Path) -> None:
+def rmdir(path: Path | str) -> None:
     """Remove one cgroup directory; ENOENT tolerated, EBUSY retried briefly
     (:data:`RMDIR_TRIES` times :data:`RMDIR_DELAY` seconds), then :class:`CgroupError`."""
     for attempt in range(RMDIR_TRIES):
@@ -196,7 +196,7 @@ def rmdir(path: Path) -> None:
             time.sleep(RMDIR_DELAY)
 
 
-def rmdir_if_empty(path: Path) -> None:
+def rmdir_if_empty(path: Path | str) -> None:
     """Remove a parent cgroup only if it is empty: EBUSY/ENOTEMPTY/ENOENT mean another
     container still uses it or it is already gone."""
     try:

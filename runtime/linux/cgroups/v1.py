@@ -55,6 +55,9 @@ V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "device
 
 _F = "linux.resources"
 
+#: :meth:`CgroupV1.hierarchies` by cgroup root, found once per process
+_MOUNTED: dict[str, tuple[str, ...]] = {}
+
 
 def _failcnt(mem: Path) -> int | None:
     """``memory.failcnt`` + ``memory.memsw.failcnt``: a charge is tried against
@@ -75,20 +78,26 @@ class CgroupV1(Cgroup):
     version = 1
 
     def hierarchies(self) -> list[str]:
-        """The controllers of :data:`V1_CONTROLLERS` mounted under ``root`` (looked up once)."""
-        found = self.__dict__.get("_hierarchies")
+        """The controllers of :data:`V1_CONTROLLERS` mounted under ``root`` (looked up once
+        per root and process: the host's hierarchies do not come and go)."""
+        root = str(self.root)
+        found = _MOUNTED.get(root)
         if found is None:
-            found = [c for c in V1_CONTROLLERS if os.path.exists(f"{self.root}/{c}/cgroup.procs")]
-            self._hierarchies = found
-        return found
+            found = tuple(c for c in V1_CONTROLLERS if os.path.exists(f"{root}/{c}/cgroup.procs"))
+            _MOUNTED[root] = found
+        return list(found)
 
     def dir(self, controller: str) -> Path:
         """This cgroup's directory in ``controller``'s hierarchy."""
         return self.root / controller / self._rel
 
+    def _dir(self, controller: str) -> str:
+        """:meth:`dir` as a string (no ``pathlib`` on the hot paths)."""
+        return f"{self.root}/{controller}/{self._rel}"
+
     def procs_paths(self) -> list[Path]:
         """The ``cgroup.procs`` files to write a pid into to join this cgroup."""
-        return [self.dir(c) / "cgroup.procs" for c in self.hierarchies()]
+        return [Path(f"{self._dir(c)}/cgroup.procs") for c in self.hierarchies()]
 
     def self_join_paths(self) -> list[tuple[Path, str]]:
         """``(hierarchy root, file relative to it)`` of the ``tasks`` files a
@@ -96,7 +105,8 @@ class CgroupV1(Cgroup):
         kernel moves the writing thread without taking the global
         ``cgroup_threadgroup_rwsem`` (Linux 5.16+), whose write lock waits for an RCU
         grace period (5-20 ms) when it has not been taken for a while."""
-        return [(self.root / c, f"{self._rel}/tasks") for c in self.hierarchies()]
+        tasks = f"{self._rel}/tasks"
+        return [(Path(f"{self.root}/{c}"), tasks) for c in self.hierarchies()]
 
     # -- create, update ---------------------------------------------------------------
 
@@ -111,10 +121,10 @@ class CgroupV1(Cgroup):
         """
         limits = parse(resources)
         self._check_mounted(limits)
-        made: list[Path] = []
+        made: list[str] = []
         try:
             for controller in self.hierarchies():
-                base = self.root / controller
+                base = f"{self.root}/{controller}"
                 try:
                     new = self._mkdirs(base)
                     made += new
@@ -122,7 +132,7 @@ class CgroupV1(Cgroup):
                     if controller == "cpuset":
                         self._cpuset_fill(base)
                 except OSError as exc:
-                    raise self._mkdir_error(exc, self.dir(controller)) from exc
+                    raise self._mkdir_error(exc, self._dir(controller)) from exc
             self._apply(limits)
         except BaseException:
             self._undo(made)
@@ -159,30 +169,30 @@ class CgroupV1(Cgroup):
                     f"hierarchy is mounted at {self.root / controller}", path=self.root /
                     controller, errno=errno.ENOENT, field=field)
 
-    def _cpuset_fill(self, base: Path) -> None:
+    def _cpuset_fill(self, base: str) -> None:
         """A new v1 cpuset has empty ``cpus``/``mems``: copy each ancestor's down
         (ancestors first; an ancestor's are read only when the child's are empty)."""
         current = base
         for part in self._parts:
-            child = current / part
+            child = f"{current}/{part}"
             for name in ("cpuset.cpus", "cpuset.mems"):
-                if (fs.read(child / name) or "").strip():
+                if (fs.read(f"{child}/{name}") or "").strip():
                     continue
-                inherited = (fs.read(current / name) or "").strip()
+                inherited = (fs.read(f"{current}/{name}") or "").strip()
                 if inherited:
-                    fs.write(child / name, inherited)
+                    fs.write(f"{child}/{name}", inherited)
             current = child
 
     def _set(self, controller: str, name: str, value: str, field: str) -> None:
         """Write ``value`` to ``name`` in ``controller``'s directory; the error names
         ``field`` too."""
-        path = self.dir(controller) / name
+        path = f"{self._dir(controller)}/{name}"
         try:
             fs.write(path, value)
         except OSError as exc:
             extra = ""
             if exc.errno == errno.EBUSY and name == "memory.limit_in_bytes":
-                usage = fs.read_int(path.parent / "memory.usage_in_bytes")
+                usage = fs.read_int(f"{self._dir(controller)}/memory.usage_in_bytes")
                 extra = f" (below the current usage of {usage} bytes)"
             raise fs.error(f"{field}: cannot write {value!r} to {path}: "
                            f"{os.strerror(exc.errno or 0)}{extra}", path=path,
@@ -326,7 +336,7 @@ class CgroupV1(Cgroup):
         the kill in the victim's cgroup only, not in its ancestors
         (``memcg_memory_event`` does not propagate on v1); the ancestor whose limit
         was hit shows it in its ``memory.failcnt``."""
-        return fs.keyed(fs.read(self.dir("memory") / "memory.oom_control")).get("oom_kill", 0)
+        return fs.keyed(fs.read(f"{self._dir('memory')}/memory.oom_control")).get("oom_kill", 0)
 
     def stats(self) -> Stats:
         """The kernel's counters: memory in bytes, cpu in microseconds (from
@@ -463,17 +473,28 @@ class CgroupV1(Cgroup):
         subtree). ``recursive=False`` raises ``CgroupError`` (EBUSY) for them instead.
         """
         controllers = self.hierarchies()
-        kids = {c: fs.descendants(self.dir(c)) for c in controllers}
         if not recursive:
-            for controller, found in kids.items():
+            for controller in controllers:
+                found = fs.descendants(self._dir(controller))
                 if found:
                     raise fs.error(f"cannot remove cgroup {self.dir(controller)}: it has "
                                    f"child cgroups ({found[-1].name}...)",
                                    path=self.dir(controller), errno=errno.EBUSY)
         for controller in controllers:
-            for child in kids[controller]:
+            d = self._dir(controller)
+            try:
+                fs.remove_dir(d)  # the common case: no child, no process left; one rmdir
+                continue
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise fs.error(f"cannot remove cgroup {d}: {os.strerror(exc.errno or 0)}",
+                                   path=d, errno=exc.errno) from exc
+            for child in fs.descendants(d):  # busy: child cgroups first, as runc
                 fs.rmdir(child)
-            fs.rmdir(self.dir(controller))
+            fs.rmdir(d)  # or a task that just exited is still listed: retried
+        parents = self._removable_parents()
         for controller in controllers:
-            for rel in self._removable_parents():
-                fs.rmdir_if_empty(self.root / controller / rel)
+            for rel in parents:
+                fs.rmdir_if_empty(f"{self.root}/{controller}/{rel}")

@@ -107,7 +107,7 @@ class CgroupV2(Cgroup):
         """
         limits = parse(resources)
         wanted = self._wanted(limits)
-        made: list[Path] = []
+        made: list[str] = []
         try:
             try:
                 made = self._mkdirs(self.root, lambda p: self._enable_controllers(p, wanted))
