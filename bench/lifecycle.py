@@ -18,10 +18,12 @@ Backends, each timed over ``--runs`` runs after ``--warmups`` warm-ups:
   bundle, create under the waiting process, start, wait, delete).
 
 Every container gets a fresh network namespace with only ``lo`` (the default
-of every backend here). Prints a Markdown table: min, median, max in ms and
-each median's ratio to ``runc run``'s; a backend that cannot run here is
-listed with the reason. Everything it made is removed at the end (bundles,
-mounts, ptc state, cgroup dirs it created, the podman image it added).
+of every backend here). The backends take turns: each round runs every backend
+once, in an order that rotates from round to round, so that they share the
+machine's load. Prints a Markdown table: min, median, max in ms and each
+median's ratio to ``runc run``'s; a backend that cannot run here is listed with
+the reason. Everything it made is removed at the end (bundles, mounts, ptc
+state, cgroup dirs it created, the podman image it added).
 
 Usage: ``sudo python bench/lifecycle.py [--runs 20] [--warmups 2]``
 """
@@ -54,7 +56,10 @@ class Unavailable(Exception):
 
 
 def build_rootfs(dest: Path) -> Path:
-    """``dest`` with ``bin/busybox``, its applet symlinks, ``etc/passwd`` and ``tmp/``."""
+    """``dest`` with ``bin/busybox``, its applet symlinks, ``etc/passwd``, ``tmp/`` and
+    the mount points ``proc/``, ``sys/``, ``dev/`` that distribution images have (as
+    the tests' busybox rootfs: without them every native container makes them in its
+    own upper dir, and removes them)."""
     (dest / "bin").mkdir(parents=True)
     shutil.copy2("/bin/busybox", dest / "bin" / "busybox")
     out = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True)
@@ -64,6 +69,8 @@ def build_rootfs(dest: Path) -> Path:
     (dest / "etc").mkdir()
     (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (dest / "tmp").mkdir(mode=0o1777)
+    for name in ("proc", "sys", "dev"):
+        (dest / name).mkdir(mode=0o755)
     return dest
 
 
@@ -75,12 +82,21 @@ def time_runs(run: Callable[[], None], runs: int, warmups: int) -> list[float]:
     """Milliseconds of each of ``runs`` calls of ``run`` after ``warmups`` untimed ones."""
     for _ in range(warmups):
         run()
-    times = []
-    for _ in range(runs):
+    return [timed(run)() for _ in range(runs)]
+
+
+def timed(run: Callable[[], None]) -> Callable[[], float]:
+    """``run`` returning how long it took, in milliseconds."""
+    def once() -> float:
         t0 = time.perf_counter()
         run()
-        times.append((time.perf_counter() - t0) * 1000)
-    return times
+        return (time.perf_counter() - t0) * 1000
+
+    return once
+
+
+#: a backend ready to run: ``run()`` makes one container and returns its milliseconds
+Runner = tuple[Callable[[], float], str]
 
 
 def check(done: subprocess.CompletedProcess, what: str) -> None:
@@ -115,7 +131,7 @@ class Bench:
 
     # -- backends ----------------------------------------------------------------------
 
-    def native(self) -> tuple[list[float], str]:
+    def native(self) -> Runner:
         try:
             from pytest_containers.runtime.native.engine import NativeRuntime
         except ImportError as exc:
@@ -131,9 +147,9 @@ class Bench:
             if status.exit_code != 0:
                 raise Unavailable(f"native: true exited {status.exit_code}")
 
-        return time_runs(run, self.runs, self.warmups), "in-process"
+        return timed(run), "in-process"
 
-    def oci_run(self, binary: str) -> tuple[list[float], str]:
+    def oci_run(self, binary: str) -> Runner:
         if shutil.which(binary) is None:
             raise Unavailable(f"{binary} not on PATH")
         root = self.work / f"{binary}-root"
@@ -147,9 +163,9 @@ class Bench:
         def run() -> None:
             check(subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True), binary)
 
-        return time_runs(run, self.runs, self.warmups), "subprocess, prepared bundle"
+        return timed(run), "subprocess, prepared bundle"
 
-    def ptc_runtime(self) -> tuple[list[float], str]:
+    def ptc_runtime(self) -> Runner:
         """``ptc-runtime run`` of the prepared bundle: the console script installed next
         to this interpreter (not a pyenv shim, whose bash costs ~100 ms more)."""
         beside = Path(sys.executable).parent / "ptc-runtime"
@@ -167,33 +183,56 @@ class Bench:
         startup = time_runs(lambda: check(subprocess.run([binary, "--version"],
                                                          capture_output=True), "ptc-runtime"),
                             max(5, self.runs // 2), 1)
-        return time_runs(run, self.runs, self.warmups), (
+        return timed(run), (
             f"subprocess, prepared bundle; of which `ptc-runtime --version` (interpreter and "
             f"imports) {statistics.median(startup):.0f} ms")
 
-    def _crun_private_ns(self, argv: list[str]) -> tuple[list[float], str]:
-        """Time ``argv`` inside ``unshare -m --propagation private`` with the cgroup2
-        mount unmounted there (the host's mounts are untouched)."""
+    def _crun_private_ns(self, argv: list[str]) -> Runner:
+        """Run ``argv`` inside ``unshare -m --propagation private`` with the cgroup2 mount
+        unmounted there (the host's mounts are untouched): a process there runs and
+        times it once per request (:func:`inner`)."""
         from pytest_containers.plugins.runc import _hybrid_v2_controllers
 
         unified, _ = _hybrid_v2_controllers() or (Path("/sys/fs/cgroup/unified"), [])
-        inner = [
+        inner_argv = [
             "unshare", "-m", "--propagation", "private", "--",
-            sys.executable, __file__, "--inner", json.dumps(
-                {"argv": argv, "umount": str(unified), "runs": self.runs,
-                 "warmups": self.warmups}
-            ),
+            sys.executable, __file__, "--inner", json.dumps({"argv": argv, "umount": str(unified)}),
         ]  # fmt: skip
-        done = subprocess.run(inner, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise Unavailable(f"crun in a private mount namespace failed: {done.stderr[-300:]}")
-        return json.loads(done.stdout), (
+        server = subprocess.Popen(inner_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+
+        def stop() -> None:
+            if server.poll() is None:
+                assert server.stdin is not None
+                server.stdin.close()
+                server.wait(30)
+            for stream in (server.stdout, server.stderr):
+                if stream is not None:
+                    stream.close()
+
+        self.cleanups.append(stop)
+
+        def run() -> float:
+            assert server.stdin is not None and server.stdout is not None
+            try:
+                server.stdin.write("run\n")
+                server.stdin.flush()
+            except BrokenPipeError:
+                pass
+            line = server.stdout.readline().strip()
+            if not line or line.startswith("error"):
+                stop()
+                err = (server.stderr.read() if server.stderr else "") or line
+                raise Unavailable(f"crun in a private mount namespace failed: {err[-300:]}")
+            return float(line)
+
+        return run, (
             f"subprocess, prepared bundle; in a private mount namespace without {unified} "
             "(crun refuses hybrid cgroups with a controller on cgroup2; namespace set up "
             "once, not timed)"
         )
 
-    def podman(self) -> tuple[list[float], str]:
+    def podman(self) -> Runner:
         if shutil.which("podman") is None:
             raise Unavailable("podman not on PATH")
         try:
@@ -207,9 +246,10 @@ class Bench:
         check(done, "podman pull")
         image = done.stdout.decode().split()[-1]
         if image not in before:
-            self.cleanups.append(
-                lambda: subprocess.run(["podman", "rmi", "-f", image], capture_output=True)
-            )
+            def remove_image() -> None:
+                subprocess.run(["podman", "rmi", "-f", image], capture_output=True)
+
+            self.cleanups.append(remove_image)
         # this host lacks CAP_SYS_RESOURCE: podman's raised default rlimits fail, so
         # ask for limits at or below the current ones
         argv = ["podman", "--runtime", "runc", "run", "--rm", "--network", "none",
@@ -218,11 +258,11 @@ class Bench:
         def run() -> None:
             check(subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True), "podman")
 
-        return time_runs(run, self.runs, self.warmups), (
+        return timed(run), (
             "podman --runtime runc run --rm --network none; " + " ".join(PODMAN_ULIMITS)
         )
 
-    def ocicli(self) -> tuple[list[float], str]:
+    def ocicli(self) -> Runner:
         from pytest_containers.runtime.ocicli import OciCliRuntime
 
         runtime = OciCliRuntime("runc", state_root=self.work / "ptc")
@@ -237,7 +277,7 @@ class Bench:
             if status.exit_code != 0:
                 raise Unavailable(f"OciCliRuntime: true exited {status.exit_code}")
 
-        return time_runs(run, self.runs, self.warmups), "in-process; create/start + waiter"
+        return timed(run), "in-process; create/start + waiter"
 
     def close(self) -> None:
         for cleanup in reversed(self.cleanups):
@@ -279,17 +319,51 @@ def _remove_cgroups(before: set[Path]) -> None:
 
 
 def inner(params: str) -> None:
-    """``--inner``: in the private mount namespace, unmount cgroup2 and time argv."""
+    """``--inner``: in the private mount namespace, unmount cgroup2, then for each line
+    ``run`` on stdin run argv once and print its milliseconds (``error ...`` when it
+    failed); until EOF."""
     p = json.loads(params)
     subprocess.run(["umount", p["umount"]], check=True)
     argv = p["argv"]
-
-    def run() -> None:
+    for _line in sys.stdin:
+        t0 = time.perf_counter()
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True)
+        elapsed = (time.perf_counter() - t0) * 1000
         if done.returncode != 0:
-            sys.exit(f"{argv[0]} exited {done.returncode}: {done.stderr.decode()[-300:]}")
+            print(f"error: {argv[0]} exited {done.returncode}: "
+                  f"{done.stderr.decode(errors='replace')[-300:]}".replace("\n", " "), flush=True)
+            return
+        print(f"{elapsed:f}", flush=True)
 
-    print(json.dumps(time_runs(run, p["runs"], p["warmups"])))
+
+def take_turns(ready: list[tuple[str, Runner]], runs: int, warmups: int
+               ) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Run every backend of ``ready`` ``warmups`` times (untimed), then ``runs`` rounds
+    in which each runs once, the order rotating by one from round to round. Returns
+    the milliseconds by name, and the error of each backend that failed on the way
+    (dropped from the rounds after it)."""
+    failed: dict[str, str] = {}
+    times: dict[str, list[float]] = {name: [] for name, _ in ready}
+
+    def attempt(name: str, run: Callable[[], float]) -> float | None:
+        try:
+            return run()
+        except Unavailable as exc:
+            failed[name] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a backend failing is a result
+            failed[name] = f"{type(exc).__name__}: {exc}"
+        return None
+
+    for name, (run, _) in ready:
+        for _ in range(warmups):
+            if name not in failed:
+                attempt(name, run)
+    for i in range(runs):
+        k = i % len(ready) if ready else 0
+        for name, (run, _) in ready[k:] + ready[:k]:
+            if name not in failed and (ms := attempt(name, run)) is not None:
+                times[name].append(ms)
+    return times, failed
 
 
 def table(results: list[tuple[str, list[float] | None, str]]) -> str:
@@ -325,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     cgroups_before = _cgroup_dirs(("ptc", "libpod_parent"))
     work = Path(tempfile.mkdtemp(prefix="ptc-bench-"))
     bench = Bench(work, args.runs, args.warmups)
-    backends: list[tuple[str, Callable[[], tuple[list[float], str]]]] = [
+    backends: list[tuple[str, Callable[[], Runner]]] = [
         ("native", bench.native),
         ("runc run", lambda: bench.oci_run("runc")),
         ("crun run", lambda: bench.oci_run("crun")),
@@ -335,22 +409,30 @@ def main(argv: list[str] | None = None) -> int:
     ]
     results: list[tuple[str, list[float] | None, str]] = []
     try:
+        ready: list[tuple[str, Runner]] = []
+        reasons: dict[str, str] = {}
         for name, fn in backends:
             try:
-                times, note = fn()
-                results.append((name, times, note))
+                ready.append((name, fn()))
             except Unavailable as exc:
-                results.append((name, None, str(exc)))
+                reasons[name] = str(exc)
             except Exception as exc:  # noqa: BLE001 - a backend failing is a result
-                results.append((name, None, f"{type(exc).__name__}: {exc}"))
+                reasons[name] = f"{type(exc).__name__}: {exc}"
+        times, failed = take_turns(ready, args.runs, args.warmups)
+        notes = {name: note for name, (_, note) in ready}
+        for name, _ in backends:
+            if name in reasons or name in failed:
+                results.append((name, None, reasons.get(name) or failed[name]))
+            else:
+                results.append((name, times[name], notes[name]))
     finally:
         bench.close()
         shutil.rmtree(work, ignore_errors=True)
         _remove_cgroups(cgroups_before)
 
     print(f"Lifecycle of `true` in busybox: create, start, wait, delete; "
-          f"{args.runs} runs after {args.warmups} warm-ups; kernel {os.uname().release}, "
-          f"{os.cpu_count()} CPUs.\n")  # fmt: skip
+          f"{args.runs} rounds (backends take turns) after {args.warmups} warm-ups; "
+          f"kernel {os.uname().release}, {os.cpu_count()} CPUs.\n")  # fmt: skip
     print(table(results))
     return 0
 
