@@ -58,13 +58,13 @@ from .exceptions import (
     ImageError,
     InvalidOptionError,
 )
-from .image.gc import PruneReport
-from .image.store import PRUNE_GRACE, Store
-from .images import Images, default_root
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the image side is imported by the commands that use it
     from .containers import ContainerHandle
     from .detached import DetachedContainers, DetachedState
+    from .image.gc import PruneReport
+    from .image.store import Store
+    from .images import Images
 
 EXIT_ERROR = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -134,9 +134,10 @@ def _parser() -> argparse.ArgumentParser:
         "prune", help="remove blobs and snapshots no name reaches and no container uses"
     )
     ages = prune.add_mutually_exclusive_group()
-    ages.add_argument("--grace", type=_non_negative_seconds, default=PRUNE_GRACE,
+    ages.add_argument("--grace", type=_non_negative_seconds, default=None,
                       metavar="SECONDS", help="keep unnamed blobs and snapshots younger than"
-                      " this (default %(default)g: a pull or load may be about to name them)")
+                      " this (default: the store's PRUNE_GRACE, 300: a pull or load may be"
+                      " about to name them)")
     ages.add_argument("--all", action="store_true",
                       help="remove them whatever their age (--grace 0; only while no pull or"
                       " load runs on this store)")
@@ -342,6 +343,9 @@ def _print_prune(report: PruneReport) -> None:
 
 def _image_command(args: argparse.Namespace, store: Store) -> int:
     """``image pull|ls|inspect|tag|rm|prune|push|save|load``; errors are raised."""
+    from .image.store import PRUNE_GRACE
+    from .images import Images
+
     command = args.image_command
     images = Images(store, policy=args.pull if command == "pull" else "missing")
     if command == "pull":
@@ -359,7 +363,8 @@ def _image_command(args: argparse.Namespace, store: Store) -> int:
             images.rm(reference)
             print(f"Untagged: {reference}")
     elif command == "prune":
-        _print_prune(images.prune(grace=0.0 if args.all else args.grace))
+        grace = 0.0 if args.all else PRUNE_GRACE if args.grace is None else args.grace
+        _print_prune(images.prune(grace=grace))
     elif command == "push":
         result = images.push(args.reference, args.destination, chunk_bytes=args.chunk_size)
         print(f"{result.reference}: {result.digest}")
@@ -543,6 +548,9 @@ class _StderrHandler(logging.Handler):
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in _CONTAINER_COMMANDS:  # no store needed
         return _container_command(args)
+    from .image.store import Store
+    from .images import Images, default_root
+
     store = Store(args.store if args.store is not None else default_root())
     if args.command == "image":
         try:

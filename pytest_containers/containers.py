@@ -21,17 +21,19 @@ import signal as _signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .convert import STOP_SIGNAL_ANNOTATION, container_spec
 from .exceptions import ContainerStartError, ContainerTimeoutError, InvalidOptionError
 from .image.locks import Lease
 from .image.manifest import ImageConfig, Platform, host_can_run
-from .images import Images
 from .runtime import Container, ExecResult, ExitStatus, Mount, Resources, Runtime, Stats
 from .runtime.protocol import container_cgroup, container_processes
 from .runtime.types import NetworkMode, ProcessInfo
 from .wait import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, WaitStrategy, check_wait, wait_until_ready
+
+if TYPE_CHECKING:  # the registry client is not needed to stop or list containers
+    from .images import Images
 
 
 def new_container_id() -> str:

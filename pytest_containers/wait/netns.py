@@ -16,12 +16,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
-import httpx
-
 from ..runtime.linux.syscalls import CLONE_NEWNET, setns
 from .probe import _describe, _NotReady, _Probe
 
 if TYPE_CHECKING:
+    import httpx
+
     from ..containers import ContainerHandle
     from .strategies import _ForHttp, _ForPort
 
@@ -119,6 +119,8 @@ class _HttpProbe(_Probe):
         limit = min(timeout, NETWORK_CHECK_MAX)
 
         def request() -> tuple[int, str]:
+            import httpx  # here: the CLI's ps/stop/rm import this package without needing it
+
             if self._client is None:
                 self._client = httpx.Client(trust_env=False, follow_redirects=False)
             try:
