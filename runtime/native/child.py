@@ -45,7 +45,7 @@ from typing import NoReturn
 from ..linux import syscalls as sc
 from ..linux.mounts import OVERLAY_SOURCE, RootfsPlan, finish_rootfs, setup_rootfs
 from .hooks import Hook, run_hook
-from .process import ProcessPlan, apply_process, exec_process, run_as_init
+from .process import ProcessPlan, apply_process, describe, exec_process, run_as_init
 
 __all__ = ["ExecPlan", "InitPlan", "encode_error", "join_cgroup", "join_cgroup_at",
            "loopback_up", "open_dirs", "run_exec_helper", "run_init", "wait_status_of"]
@@ -147,7 +147,7 @@ def encode_error(step: str, exc: BaseException) -> bytes:
     (``ContainerStartError`` of :mod:`.process`) wins over ``step``."""
     code = getattr(exc, "errno", None) or 0
     step = getattr(exc, "step", None) or step
-    return f"{step}\0{code}\0{type(exc).__name__}: {exc}".encode(errors="replace")
+    return f"{step}\0{code}\0{describe(exc)}".encode(errors="replace")
 
 
 def _report(fd: int, step: str, exc: BaseException) -> None:
@@ -292,13 +292,13 @@ def _resolve_command(plan: ProcessPlan) -> None:
     denied = None
     for path in candidates:
         try:
-            if not os.path.isfile(path):
+            if not os.path.exists(path):
                 continue
         except OSError:
             continue
-        if os.access(path, os.X_OK):
+        if os.path.isfile(path) and os.access(path, os.X_OK):
             return
-        denied = path
+        denied = path  # not executable, or a directory (as Go's exec.LookPath for runc)
     if denied is not None:
         raise PermissionError(errno.EACCES, f"exec: {file!r}: permission denied", denied)
     where = "no such file or directory" if "/" in file else "executable file not found in $PATH"

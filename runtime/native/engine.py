@@ -69,6 +69,7 @@ from pytest_containers.exceptions import (
     CommandNotFoundError,
     ContainerRuntimeError,
     ContainerStartError,
+    InvalidOptionError,
 )
 
 from ..linux import syscalls as sc
@@ -465,6 +466,8 @@ def _failure(prepared: Prepared, err_r: int) -> ContainerRuntimeError:
 def _create_cgroup(prepared: Prepared, spawned: Spawned) -> None:
     try:
         prepared.cgroup.create(prepared.resources)  # type: ignore[arg-type]
+    except InvalidOptionError:
+        raise  # a limit the kernel cannot take: the caller's option, named as such
     except (OSError, ValueError) as exc:
         raise ContainerStartError(
             f"cannot create cgroup of container {prepared.container_id}: {exc}",
