@@ -10,14 +10,16 @@ Subcommands (runtime-spec ``runtime.md`` operations, runc 1.1's flags)::
     exec [--process F] [--detach] [--pid-file F] [--cwd DIR] [--env K=V]...
          [--user UID[:GID]] [--additional-gids G]... [--cap CAP]...
          [--no-new-privs] ID [CMD...]
-    spec [--bundle DIR]     list [--format table|json] [-q]
+    spec [--bundle DIR] [--rootless]     list [--format table|json] [-q]
     ps [--format table|json] ID [PS OPTIONS...]    pause ID          resume ID
 
 Global flags, before the subcommand: ``--root DIR`` (state root, default
-``/run/ptc`` for root, ``$XDG_RUNTIME_DIR/ptc`` otherwise: the same root as the
-in-process engine, so one sweep and one leak check see every ptc container and an
-id is unique across both; ``list``/``state`` show the ``ptc-runtime`` ones, those
-with a ``state.json``),
+``/run/ptc`` for root; for any other user ``$XDG_RUNTIME_DIR/ptc``, else
+``/run/user/<uid>/ptc``, made ``0700`` and sticky, else an error: the same root as
+the in-process engine, so one sweep and one leak check see every ptc container and
+an id is unique across both; ``list``/``state`` show the ``ptc-runtime`` ones,
+those with a ``state.json``), ``--rootless true|false|auto`` (accepted: rootless
+mode follows the effective uid),
 ``--log FILE`` and ``--log-format text|json`` (errors and warnings are appended
 to FILE, as JSON lines ``{"level":"error","msg":...,"time":...}`` with json,
 and always written to stderr), ``--debug`` (accepted), ``--systemd-cgroup``
@@ -39,8 +41,14 @@ command of ``exec``) is not found and 126 when it cannot be executed
 denied``, which podman matches too); 1 for any other error of ours (the message
 names the container id or the config field, without Python's exception names).
 
+Rootless (run by a user other than root, :mod:`.native.rootless`): the config needs
+a user namespace (``spec --rootless`` writes runc's rootless config); maps beyond
+the user's own id go through ``newuidmap``/``newgidmap``; on cgroup v1, or v2
+without a delegated subtree, the container has no cgroup: limits are refused,
+``pause`` too, and ``ps``/``kill --all`` act on the processes of its pid namespace.
+
 Not supported yet: terminals (``--console-socket``, ``--tty``,
-``process.terminal``), rootless containers, checkpoint/restore, ``update``.
+``process.terminal``), checkpoint/restore, ``update``.
 """
 
 from __future__ import annotations
@@ -98,6 +106,10 @@ def _fail(message: str) -> NoReturn:
 def _root(args: argparse.Namespace) -> Path:
     if args.root:
         return Path(os.path.abspath(args.root))
+    if os.geteuid() != 0:
+        from .native import rootless
+
+        return rootless.prepare_state_root(rootless.state_root())
     from .state import default_state_root
 
     return default_state_root()
@@ -116,6 +128,10 @@ def _spec(args: argparse.Namespace) -> int:
     config = to_config(ContainerSpec(args=("sh",), layers=()), container_id="ptc-runtime")
     config.pop("annotations", None)
     config["linux"].pop("cgroupsPath", None)
+    if args.spec_rootless:
+        from .native.rootless import to_rootless
+
+        config = to_rootless(config)
     path.write_text(json.dumps(config, indent=2) + "\n")
     return _OK
 
@@ -359,7 +375,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="accepted; no extra output")
     parser.add_argument("--systemd-cgroup", action="store_true",
                         help="not supported (cgroupfs paths only)")
-    parser.add_argument("--rootless", default="false", help="accepted: false or auto")
+    parser.add_argument("--rootless", default="auto",
+                        help="accepted: true, false or auto (rootless follows the uid)")
     parser.add_argument("--criu", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--version", "-v", action="store_true", help="print the version")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -416,6 +433,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("process_args", metavar="CMD", nargs=argparse.REMAINDER)
     p = sub.add_parser("spec", help="write a default config.json into the bundle")
     p.add_argument("--bundle", "-b", default=".")
+    p.add_argument("--rootless", action="store_true", dest="spec_rootless",
+                   help="a config for a user other than root (runc spec --rootless)")
     p = sub.add_parser("list", help="list the containers under the root")
     p.add_argument("--format", "-f", choices=("table", "json"), default="table")
     p.add_argument("--quiet", "-q", action="store_true")
@@ -445,8 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _fail("--systemd-cgroup is not supported: ptc-runtime manages cgroupfs paths "
                   "(linux.cgroupsPath like /ptc/<id>); use the cgroupfs cgroup manager "
                   "(podman --cgroup-manager cgroupfs, docker's native.cgroupdriver=cgroupfs)")
-        if args.rootless not in ("false", "auto"):
-            _fail(f"--rootless {args.rootless}: rootless containers are not supported")
+        if args.rootless not in ("true", "false", "auto"):
+            _fail(f"--rootless {args.rootless}: true, false or auto (rootless mode follows "
+                  "the effective uid: a user other than root is rootless)")
         if args.command is None:
             _fail("a command is needed: create, start, state, kill, delete, run, exec, spec, "
                   "list, ps, pause, resume")

@@ -63,6 +63,8 @@ _IFREQ = struct.Struct("16sH22x")
 _AF_INET, _SOCK_DGRAM, _SOCK_CLOEXEC = 2, 2, 0o2000000
 #: libc for ``socket``/``ioctl`` (the socket module costs ms at every ``ptc-runtime`` start)
 _libc = ctypes.CDLL(None, use_errno=True)
+#: <linux/prctl.h>: whether the process is dumpable (its /proc files its own)
+_PR_GET_DUMPABLE, _PR_SET_DUMPABLE = 3, 4
 
 
 @dataclass(frozen=True)
@@ -336,9 +338,17 @@ def _enter_user_namespace(plan: InitPlan, go: _GoPipe, sync_w: int) -> None:
         os.close(plan.userns_fd)
     else:
         sc.unshare(sc.CLONE_NEWUSER)
+        # the caller (or newuidmap) opens our /proc/<pid>/uid_map, which is root's while
+        # we are not dumpable (a caller that changed its ids without exec): dumpable
+        # until the maps are written, as runc's nsexec
+        dumpable = sc.prctl(_PR_GET_DUMPABLE)
+        if not dumpable:
+            sc.prctl(_PR_SET_DUMPABLE, 1)
         os.write(sync_w, b"U")
         if not go.wait_go(b"U"):
             os._exit(127)
+        if not dumpable:
+            sc.prctl(_PR_SET_DUMPABLE, 0)
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
 

@@ -15,8 +15,9 @@ extensibility); a known one of the wrong type, or a value the engine cannot
 honour, raises ``InvalidOptionError`` (a ``ValueError``) whose ``option`` names
 the field, e.g. ``linux.namespaces[2].type``.
 
-Time namespaces are not supported, nor a new user namespace made by a caller
-that is not root (rootless, ``newuidmap``): an error says so.
+Time namespaces are not supported: an error says so. What a caller that is not
+root may run (a user namespace needed, maps through ``newuidmap``, no cgroup
+limits on v1) is checked by :mod:`.rootless`.
 """
 
 from __future__ import annotations
@@ -278,9 +279,9 @@ def id_maps_of(config: Mapping[str, Any], namespaces: Namespaces) -> tuple[bytes
     both, each with 1 to 340 entries of integers (``size`` at least 1), no two
     overlapping in container or in host IDs, container ID 0 mapped; without a user
     namespace there must be none. Joining one by ``path``, they are not written (it
-    has its own). A new one needs a root caller (the writer of the maps holds
-    ``CAP_SETUID``/``CAP_SETGID`` here; rootless ``newuidmap`` is not supported).
-    Raises ``InvalidOptionError`` naming the field."""
+    has its own). Who may write them (root, or a rootless caller directly or through
+    ``newuidmap``) is :mod:`.rootless`'s business. Raises ``InvalidOptionError``
+    naming the field."""
     linux = _object(config.get("linux"), "linux")
     if namespaces.user != "new":
         if not namespaces.user:
@@ -289,10 +290,6 @@ def id_maps_of(config: Mapping[str, Any], namespaces: Namespaces) -> tuple[bytes
                     raise _bad(f"linux.{key}", linux[key], "mappings need a user namespace "
                                "in linux.namespaces")
         return b"", b""
-    if os.geteuid() != 0:
-        raise _bad(field_of(config, "user").removesuffix(".path") + ".type", "user",
-                   "a new user namespace needs ptc-runtime to run as root; rootless "
-                   "containers (newuidmap/newgidmap) are not supported")
     return _id_map(linux, "uidMappings"), _id_map(linux, "gidMappings")
 
 

@@ -29,7 +29,9 @@ container (host pids)::
 With a user namespace (``config-linux.md#user-namespace-mappings``), as runc's
 ``nsexec``: a plain fork, whose child unshares CLONE_NEWUSER (or joins one) and
 asks for its maps (the caller writes ``/proc/<pid>/uid_map`` and ``gid_map``:
-root holds CAP_SETUID/CAP_SETGID here, so ``setgroups`` stays ``allow``), then
+root directly, holding CAP_SETUID/CAP_SETGID here, so ``setgroups`` stays
+``allow``; a caller that is not root directly for its own ids, else through
+``newuidmap``/``newgidmap``: :func:`~.rootless.write_id_maps`), then
 makes the other namespaces, pid included, so the user namespace owns them, and
 clones the init with CLONE_PARENT (a child of the caller, as above) before it
 exits; the caller reaps it and moves the init into its cgroup (v1 too).
@@ -77,7 +79,7 @@ from ..linux.cgroups import CgroupV1, CgroupV2
 from ..spec import to_config
 from ..state import default_state_root
 from ..types import ContainerSpec, ExecResult, ExitStatus, Stats
-from . import child
+from . import child, rootless
 from .config import namespaces_of
 from .hooks import run_hooks
 from .pipes import LinePipe as _LinePipe
@@ -409,22 +411,6 @@ def spawn(prepared: Prepared, spawned: Spawned, *,
         sync.close()
 
 
-def _write_id_map(prepared: Prepared, path: str, data: bytes, field: str) -> None:
-    """Write one ``uid_map``/``gid_map`` in a single ``write`` (``user_namespaces(7)``)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise ContainerStartError(
-            f"container {prepared.container_id}: {field}: the kernel refused the mapping "
-            f"{data.decode().strip()!r} in {path}: {exc.strerror}",
-            container_id=prepared.container_id, argv=list(prepared.args),
-            step="user namespace", field=field, errno=exc.errno) from exc
-
-
 def _user_namespace_handshake(prepared: Prepared, spawned: Spawned, sync: _LinePipe,
                               go_w: int, err_r: int) -> int:
     """The caller's side of a user namespace: for a new one, on ``U`` write the forked
@@ -437,10 +423,8 @@ def _user_namespace_handshake(prepared: Prepared, spawned: Spawned, sync: _LineP
         if prepared.plan.userns == "new":
             if _read_sync(sync, START_TIMEOUT) != b"U":
                 raise _failure(prepared, err_r)
-            _write_id_map(prepared, f"/proc/{first}/uid_map", prepared.uid_map,
-                          "linux.uidMappings")
-            _write_id_map(prepared, f"/proc/{first}/gid_map", prepared.gid_map,
-                          "linux.gidMappings")
+            rootless.write_id_maps(first, prepared.uid_map, prepared.gid_map,
+                                   container_id=prepared.container_id, args=prepared.args)
             os.write(go_w, b"U")
         line = _read_sync(sync, START_TIMEOUT)
         if line is None or not line.startswith(b"P"):
@@ -473,7 +457,7 @@ def _create_cgroup(prepared: Prepared, spawned: Spawned) -> None:
             f"cannot create cgroup of container {prepared.container_id}: {exc}",
             container_id=prepared.container_id, argv=list(prepared.args), step="cgroup",
             errno=getattr(exc, "errno", None), field=getattr(exc, "field", None)) from exc
-    spawned.cgroup_created = True
+    spawned.cgroup_created = not isinstance(prepared.cgroup, rootless.NoCgroup)
 
 
 def _run_runtime_hooks(prepared: Prepared, hooks_state: Callable[[], bytes] | None) -> None:
@@ -520,7 +504,8 @@ class NativeContainer:
     """
 
     def __init__(self, container_id: str, state_dir: Path, config: dict[str, Any],
-                 cgroup: CgroupV1 | CgroupV2, process: ProcessPlan | None = None,
+                 cgroup: CgroupV1 | CgroupV2 | rootless.NoCgroup,
+                 process: ProcessPlan | None = None,
                  passwd_root: str = "/") -> None:
         self.id = container_id
         self.state_dir = state_dir
@@ -659,7 +644,7 @@ class NativeContainer:
 
 
 def run_exec(container_id: str, pidfd: int, pid: int, config: Mapping[str, Any],
-             cgroup: CgroupV1 | CgroupV2, plan: ProcessPlan, *,
+             cgroup: CgroupV1 | CgroupV2 | rootless.NoCgroup, plan: ProcessPlan, *,
              timeout: float | None = None) -> ExecResult:
     """Run ``plan`` in the namespaces of ``pid`` (its ``pidfd``) and in ``cgroup``, to
     completion, output captured. Raises ``CommandNotFoundError``, ``TimeoutError``
@@ -721,13 +706,23 @@ def run_exec(container_id: str, pidfd: int, pid: int, config: Mapping[str, Any],
 class NativeRuntime:
     """The ``native`` backend: containers from Python, namespaces and cgroups.
 
-    ``state_root`` defaults to :func:`default_state_root`.
+    ``state_root`` defaults to :func:`default_state_root`, for a caller that is not
+    root to :func:`~.rootless.state_root` (``$XDG_RUNTIME_DIR/ptc``, else
+    ``/run/user/<uid>/ptc``; ``ContainerRuntimeError`` without either). Such a
+    caller's containers get a user namespace mapping its uid/gid to 0
+    (:func:`~.rootless.add_user_namespace`) and, on cgroup v1, no cgroup: limits
+    are refused naming the ``linux.resources`` field (:mod:`.rootless`).
     """
 
     name = "native"
 
     def __init__(self, state_root: Path | None = None) -> None:
-        self.state_root = Path(state_root) if state_root is not None else default_state_root()
+        if state_root is not None:
+            self.state_root = Path(state_root)
+        elif rootless.is_rootless():
+            self.state_root = rootless.state_root()
+        else:
+            self.state_root = default_state_root()
 
     def __repr__(self) -> str:
         return f"NativeRuntime(state_root={str(self.state_root)!r})"
@@ -751,8 +746,15 @@ class NativeRuntime:
         try:
             os.mkdir(state_dir, 0o700)
         except FileNotFoundError:
-            self.state_root.mkdir(parents=True, exist_ok=True)
+            if rootless.is_rootless():
+                rootless.prepare_state_root(self.state_root)
+            else:
+                self.state_root.mkdir(parents=True, exist_ok=True)
             os.mkdir(state_dir, 0o700)
+        except PermissionError:
+            if rootless.is_rootless():
+                rootless.prepare_state_root(self.state_root)  # raises, naming the root
+            raise
         except FileExistsError as exc:
             raise ContainerStartError(f"container {container_id} already exists",
                                       container_id=container_id, argv=list(spec.args)) from exc
@@ -763,6 +765,8 @@ class NativeRuntime:
             _write_file(f"{state_dir}/owner", b"%d\n" % os.getpid())
             rootfs = f"{state_dir}/rootfs"
             config = to_config(spec, container_id=container_id, rootfs=rootfs)
+            if rootless.is_rootless():
+                config = rootless.add_user_namespace(config)
             base = str(state_dir)
             passwd_root = _passwd_root(spec.layers)
             prepared = prepare(config, container_id=container_id, state_dir=state_dir,

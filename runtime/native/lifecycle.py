@@ -55,9 +55,9 @@ from pytest_containers.exceptions import (
     InvalidOptionError,
 )
 
-from ..linux.cgroups import CgroupV1, CgroupV2, open_cgroup
+from ..linux.cgroups import CgroupV1, CgroupV2
 from ..linux.cgroups.resources import option_error
-from . import child
+from . import child, rootless
 from .config import check_config, check_resources, namespaces_of, root_of
 from .engine import START_TIMEOUT, Spawned, spawn, start_error
 from .hooks import parse_hooks, run_hooks
@@ -77,6 +77,7 @@ from .statedir import (
     missing_parents,
     release_cgroup,
     remove_state_dir,
+    saved_cgroup,
     take_over_cgroup,
     write_file,
 )
@@ -177,8 +178,18 @@ def saved_state(root: Path, container_id: str) -> ContainerState:
     return _load(root, container_id)[1]
 
 
-def _cgroup(saved: ContainerState) -> CgroupV1 | CgroupV2:
-    return open_cgroup(saved.cgroup_path)
+def _cgroup(saved: ContainerState) -> CgroupV1 | CgroupV2 | rootless.NoCgroup:
+    return saved_cgroup(saved)
+
+
+def _pids(saved: ContainerState) -> list[int]:
+    """The host pids of the container: those of its cgroup, or, for a rootless one
+    without a cgroup, those of its init's pid namespace."""
+    cgroup = _cgroup(saved)
+    if isinstance(cgroup, rootless.NoCgroup):
+        return rootless.pids_in_pid_namespace(saved.pid) if process_alive(
+            saved.pid, saved.start_time) else []
+    return cgroup.pids(recursive=True)
 
 
 def _status(state_dir: Path, saved: ContainerState) -> Status:
@@ -399,7 +410,8 @@ def _launch(root: Path, container_id: str, bundle: str, *, detached: bool,
         saved = ContainerState(
             id=container_id, bundle=bundle, rootfs=rootfs, detached=detached,
             annotations=dict(config.get("annotations") or {}),
-            cgroup_path=prepared.cgroup.path, cgroup_created=True, config=config,
+            cgroup_path=rootless.host_cgroup_path(prepared.cgroup),
+            cgroup_created=not isinstance(prepared.cgroup, rootless.NoCgroup), config=config,
             cgroup_parents=parents)
         # before the cgroup exists: from now on delete and the sweep remove it
         saved.save(state_dir)
@@ -598,7 +610,7 @@ def kill(root: Path, container_id: str, sig: int = _signal.SIGTERM, *,
                                     f"(status {status})", container_id=container_id,
                                     status=status)
     if all_processes:
-        for pid in _cgroup(saved).pids(recursive=True):
+        for pid in _pids(saved):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         return
@@ -711,9 +723,10 @@ def resume(root: Path, container_id: str) -> None:
 
 
 def ps(root: Path, container_id: str) -> list[int]:
-    """The host pids in the container's cgroup, sorted."""
+    """The host pids in the container's cgroup (rootless without one: in its pid
+    namespace), sorted."""
     _, saved = _load(root, container_id)
-    return sorted(_cgroup(saved).pids(recursive=True))
+    return sorted(_pids(saved))
 
 
 # -- exec ---------------------------------------------------------------------------------

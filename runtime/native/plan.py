@@ -27,7 +27,7 @@ from ..linux.cgroups import CgroupV1, CgroupV2, open_cgroup
 from ..linux.mounts import overlay_options, plan_rootfs
 from ..spec import init_requested
 from ..types import Resources
-from . import child
+from . import child, rootless
 from .config import (
     NAMESPACE_FLAGS,
     Namespaces,
@@ -59,7 +59,7 @@ class Prepared:
     config: dict[str, Any]
     bundle: str
     rootfs: str
-    cgroup: CgroupV1 | CgroupV2
+    cgroup: CgroupV1 | CgroupV2 | rootless.NoCgroup
     resources: Resources | Mapping[str, Any] | None
     namespaces: Namespaces
     plan: child.InitPlan
@@ -132,10 +132,14 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
     the caller makes the files ``stdout`` and ``stderr`` after the fork, before the
     cgroup is made (its ``before_go``); the init opens them (instead of
     ``stdout_fd``/``stderr_fd``); with a user namespace, where it may not, they are
-    made here and inherited (``InitPlan.stdio_dir`` is then empty).
+    made here and inherited (``InitPlan.stdio_dir`` is then empty). A caller that is
+    not root (:mod:`.rootless`): the config needs a user namespace, maps beyond its
+    own ids need ``newuidmap``/``newgidmap``, and the cgroup is one below the cgroup
+    delegated to it or none (:func:`~.rootless.rootless_cgroup`).
 
     Raises ``InvalidOptionError`` (a ``ValueError``) naming the field for a config
-    the engine cannot run, ``ContainerStartError`` (``step``: ``capabilities``,
+    the engine cannot run (``process.user`` ids a new user namespace does not map
+    included), ``ContainerStartError`` (``step``: ``capabilities``,
     ``rlimits``...) for a process it cannot set up.
     """
     if not checked:
@@ -164,7 +168,19 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
             "linux.namespaces (field hostname)", container_id=container_id,
             argv=list(process_plan.args), step="config", field="hostname")
     sysctl = sysctl_of(config, namespaces) if linux.get("sysctl") else ()
-    cgroup = open_cgroup(cgroup_path_of(config, container_id))
+    if resources is None:
+        resources = linux.get("resources")
+    if user == "new":
+        rootless.check_process_ids(process_plan.uid, process_plan.gid,
+                                   process_plan.additional_gids, uid_map, gid_map)
+    cgroup_path = cgroup_path_of(config, container_id)
+    cgroup: CgroupV1 | CgroupV2 | rootless.NoCgroup
+    if rootless.is_rootless():  # what a caller that is not root may run (rootless.py)
+        rootless.check_config(config, user)
+        rootless.check_helpers(uid_map, gid_map)
+        cgroup = rootless.rootless_cgroup(linux.get("cgroupsPath"), container_id, resources)
+    else:
+        cgroup = open_cgroup(cgroup_path)
     rootfs_plan = plan_rootfs(config, rootfs, bundle=bundle)
     if user and not namespaces.cgroup:
         _check_cgroup_mounts(config)
@@ -173,8 +189,7 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
         overlay = overlay_options(layers, state_dir / "upper", state_dir / "work")
     prepared = Prepared(
         container_id=container_id, state_dir=state_dir, config=config, bundle=bundle,
-        rootfs=rootfs, cgroup=cgroup,
-        resources=linux.get("resources") if resources is None else resources,
+        rootfs=rootfs, cgroup=cgroup, resources=resources,
         namespaces=namespaces, plan=None,  # type: ignore[arg-type] # set below
         hooks=hooks, uid_map=uid_map, gid_map=gid_map)
     try:

@@ -461,6 +461,19 @@ def _set_oom_score_adj(value: int) -> None:
         os.close(fd)
 
 
+def _setgroups_allowed() -> bool:
+    """Whether ``/proc/self/setgroups`` allows ``setgroups(2)``: ``deny`` in a user
+    namespace whose gid map an unprivileged owner wrote (``user_namespaces(7)``)."""
+    try:
+        fd = os.open("/proc/self/setgroups", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return True  # no /proc: try, and report what the kernel says
+    try:
+        return os.read(fd, 16).strip() != b"deny"
+    finally:
+        os.close(fd)
+
+
 def _fix_stdio_owner(uid: int) -> None:
     """runc's ``fixStdioPermissions``: stdio not owned by ``uid`` (and not
     ``/dev/null``) is chowned to it, so that the user can reopen
@@ -500,7 +513,9 @@ def apply_process(plan: ProcessPlan) -> None:
     rlimits; ``oom_score_adj``; every fd from 3 marked close-on-exec; without
     ``noNewPrivileges`` the seccomp filter now (it needs ``CAP_SYS_ADMIN``); ``chdir``
     (again after the user change if EACCES); bounding set dropped; ``PR_SET_KEEPCAPS``;
-    stdio chowned to the user; ``setgroups(additionalGids)``, ``setresgid``,
+    stdio chowned to the user; ``setgroups(additionalGids)`` (not when there are none
+    and the user namespace has ``setgroups`` denied, as rootless; runc's
+    ``setupUser``), ``setresgid``,
     ``setresuid``; keepcaps cleared; ``capset`` and the ambient set; the parent-death
     signal set again (a uid change clears it); ``umask``; signal handlers reset;
     ``no_new_privs``; with it the seccomp filter last, so that as few syscalls as
@@ -537,7 +552,8 @@ def apply_process(plan: ProcessPlan) -> None:
         step, field = "user", "process.user"
         _fix_stdio_owner(plan.uid)
         field = "process.user.additionalGids"
-        os.setgroups(plan.additional_gids)
+        if plan.additional_gids or _setgroups_allowed():
+            os.setgroups(plan.additional_gids)
         field = "process.user.gid"
         os.setresgid(plan.gid, plan.gid, plan.gid)
         field = "process.user.uid"

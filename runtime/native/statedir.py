@@ -14,7 +14,9 @@ A ``ptc-runtime`` container's cgroup (``linux.cgroupsPath``) is recorded as ours
 in ``state.json`` before ``create`` makes it (:func:`take_over_cgroup` first
 makes room for it), with the parents it makes (:func:`missing_parents`), so
 that :func:`destroy` (``delete``, the sweep) removes it whatever point a killed
-``create`` reached.
+``create`` reached. A rootless container's is recorded as its path from the
+hierarchy root (:func:`~.rootless.host_cgroup_path`; ``""`` when it has none) and
+opened again below the cgroup delegated to the user (:func:`saved_cgroup`).
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from pathlib import Path
 
 from pytest_containers.exceptions import ContainerStartError
 
-from ..linux.cgroups import CgroupV1, CgroupV2, open_cgroup
+from ..linux.cgroups import DEFAULT_ROOT, CgroupV1, CgroupV2, open_cgroup
+from .rootless import NoCgroup, open_rootless_cgroup
 from .state import ContainerState, process_alive
 
 __all__ = ["destroy", "missing_parents", "release_cgroup", "remove_parents",
-           "remove_state_dir", "take_over_cgroup", "write_file"]
+           "remove_state_dir", "saved_cgroup", "take_over_cgroup", "write_file"]
 
 
 def _remove_tree(path: Path) -> None:
@@ -108,9 +111,11 @@ def write_file(path: str, data: bytes, mode: int = 0o644) -> None:
 # -- what a ptc-runtime container holds on the host -------------------------------------
 
 
-def missing_parents(cgroup: CgroupV1 | CgroupV2) -> list[str]:
+def missing_parents(cgroup: CgroupV1 | CgroupV2 | NoCgroup) -> list[str]:
     """The ancestors of ``cgroup`` that do not exist yet, relative paths, deepest
     last: ``delete`` removes those it made (when empty)."""
+    if isinstance(cgroup, NoCgroup):
+        return []
     parts = cgroup.path.strip("/").split("/")[:-1]
     base = cgroup.root / cgroup.hierarchies()[0] if isinstance(cgroup, CgroupV1) else cgroup.root
     out = []
@@ -135,14 +140,16 @@ def remove_parents(cgroup: CgroupV1 | CgroupV2, parents: Sequence[str]) -> None:
                     raise
 
 
-def _cgroup_exists(cgroup: CgroupV1 | CgroupV2) -> bool:
+def _cgroup_exists(cgroup: CgroupV1 | CgroupV2 | NoCgroup) -> bool:
     """Whether ``cgroup`` has a directory in any of its hierarchies."""
+    if isinstance(cgroup, NoCgroup):
+        return False
     if isinstance(cgroup, CgroupV1):
         return any(cgroup.dir(c).is_dir() for c in cgroup.hierarchies())
     return cgroup.dir_path.is_dir()
 
 
-def take_over_cgroup(cgroup: CgroupV1 | CgroupV2, container_id: str) -> None:
+def take_over_cgroup(cgroup: CgroupV1 | CgroupV2 | NoCgroup, container_id: str) -> None:
     """Make room for the container's cgroup at ``linux.cgroupsPath``. runc reuses an
     existing cgroup; ours are made by ``create`` (with the config's limits, and
     removed by ``delete``), so an existing one without a process in its subtree (a
@@ -161,14 +168,29 @@ def take_over_cgroup(cgroup: CgroupV1 | CgroupV2, container_id: str) -> None:
     cgroup.remove()
 
 
+def saved_cgroup(saved: ContainerState, cgroup_root: Path | None = None
+                 ) -> CgroupV1 | CgroupV2 | NoCgroup:
+    """The container's cgroup as ``state.json`` names it (``cgroup_root``: another
+    cgroupfs root, for tests): :class:`~.rootless.NoCgroup` for a rootless one without
+    a cgroup (no path); for a rootless caller, rooted at the cgroup delegated to it
+    (:func:`~.rootless.open_rootless_cgroup`), as ``create`` made it."""
+    if not saved.cgroup_path:
+        return NoCgroup()
+    root = DEFAULT_ROOT if cgroup_root is None else cgroup_root
+    if os.geteuid() != 0:
+        return open_rootless_cgroup(saved.cgroup_path, fs_root=root)
+    return open_cgroup(saved.cgroup_path, root=root)
+
+
 def release_cgroup(saved: ContainerState, cgroup_root: Path | None = None) -> None:
     """Kill every process of the container's cgroup and remove it with the parents
     ``create`` made (when empty); only a cgroup that is ours (``cgroup_created``, or
     any at the path while ``creating``: ``create`` refuses a busy one)."""
     if not saved.cgroup_path or not (saved.cgroup_created or saved.status == "creating"):
         return
-    cgroup = (open_cgroup(saved.cgroup_path) if cgroup_root is None
-              else open_cgroup(saved.cgroup_path, root=cgroup_root))
+    cgroup = saved_cgroup(saved, cgroup_root)
+    if isinstance(cgroup, NoCgroup):
+        return
     cgroup.kill_all()
     cgroup.remove()
     remove_parents(cgroup, saved.cgroup_parents)
