@@ -8,14 +8,30 @@ under the state root whose owner is dead is garbage (:mod:`.sweep`).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["default_state_root"]
+__all__ = ["default_state_root", "user_runtime_dir"]
+
+
+def user_runtime_dir(*, environ: Mapping[str, str] | None = None, uid: int | None = None,
+                     run_user: Path = Path("/run/user")) -> Path | None:
+    """The runtime dir of a user that is not root: ``$XDG_RUNTIME_DIR`` when set (in
+    ``environ``, default ``os.environ``), else ``/run/user/<uid>`` (under ``run_user``;
+    ``uid`` defaults to the effective one) when it exists, as systemd-logind makes it
+    (XDG Base Directory spec); ``None`` without either."""
+    environ = os.environ if environ is None else environ
+    xdg = environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg)
+    user_dir = run_user / str(os.geteuid() if uid is None else uid)
+    return user_dir if user_dir.is_dir() else None
 
 
 def default_state_root() -> Path:
-    """``/run/ptc`` for root, else ``$XDG_RUNTIME_DIR/ptc`` (``/tmp/ptc-<uid>`` without it)."""
+    """``/run/ptc`` for root, else ``<user runtime dir>/ptc`` (:func:`user_runtime_dir`;
+    ``/tmp/ptc-<uid>`` without one)."""
     if os.geteuid() == 0:
         return Path("/run/ptc")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(xdg) / "ptc" if xdg else Path(f"/tmp/ptc-{os.getuid()}")
+    runtime_dir = user_runtime_dir()
+    return runtime_dir / "ptc" if runtime_dir else Path(f"/tmp/ptc-{os.geteuid()}")

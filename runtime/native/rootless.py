@@ -54,6 +54,7 @@ from pytest_containers.exceptions import (
 
 from ..linux.cgroups import DEFAULT_ROOT, CgroupV1, CgroupV2, detect
 from ..linux.cgroups.resources import Limits, parse
+from ..state import user_runtime_dir
 from ..types import Resources, Stats
 
 __all__ = [
@@ -444,13 +445,10 @@ def state_root(*, environ: Mapping[str, str] | None = None, uid: int | None = No
     uid = os.geteuid() if uid is None else uid
     if uid == 0:
         return Path("/run/ptc")
-    environ = os.environ if environ is None else environ
-    xdg = environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return Path(xdg) / "ptc"
+    runtime_dir = user_runtime_dir(environ=environ, uid=uid, run_user=run_user)
+    if runtime_dir is not None:
+        return runtime_dir / "ptc"
     user_dir = run_user / str(uid)
-    if user_dir.is_dir():
-        return user_dir / "ptc"
     raise ContainerRuntimeError(
         f"no state root for uid {uid}: XDG_RUNTIME_DIR is not set and {user_dir} does "
         "not exist; set XDG_RUNTIME_DIR to a directory of yours (a tmpfs, as "

@@ -33,6 +33,7 @@ from pytest_containers.runtime.native.rootless import (
     to_rootless,
 )
 from pytest_containers.runtime.spec import to_config
+from pytest_containers.runtime.state import default_state_root, user_runtime_dir
 from pytest_containers.runtime.types import ContainerSpec, Resources
 
 from pytest_containers.exceptions import CgroupError, ContainerRuntimeError, InvalidOptionError
@@ -115,6 +116,19 @@ def test_state_root_root_xdg_run_user_or_a_clear_error(tmp_path: Path) -> None:
         state_root(uid=1001, environ={}, run_user=tmp_path)
     assert "XDG_RUNTIME_DIR" in str(info.value) and "--root" in str(info.value)
     assert info.value.path == str(tmp_path / "1001")
+
+
+def test_the_sweep_looks_where_a_rootless_runtime_keeps_state(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``default_state_root`` (the sweep's, the detached containers') is the engine's
+    ``state_root`` for a user that is not root, whichever runtime dir they have."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert default_state_root() == state_root() == tmp_path / "ptc"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert user_runtime_dir(uid=1000, environ={}, run_user=tmp_path) is None
+    (tmp_path / "1000").mkdir()
+    assert user_runtime_dir(uid=1000, environ={}, run_user=tmp_path) == tmp_path / "1000"
 
 
 def test_prepare_state_root_makes_it_private_and_sticky(tmp_path: Path) -> None:
