@@ -102,7 +102,7 @@ class Resources:
             if mem > MAX_MEMORY_BYTES:
                 raise InvalidOptionError(
                     f"memory {memory!r} is above the most a cgroup can hold, "
-                    f"{MAX_MEMORY_BYTES} bytes (the kernel's page counter maximum)",
+                    f"{MAX_MEMORY_BYTES} bytes (the int64 maximum)",
                     option="memory", value=memory)
         quota = None
         if cpus is not None:
@@ -114,18 +114,28 @@ class Resources:
                 raise InvalidOptionError(
                     f"cpus must be a positive number of CPUs, got {cpus!r}", option="cpus",
                     value=cpus)
-            quota = max(1000, int(round(count * 100_000)))
+            available = os.cpu_count() or 1
+            if not MIN_CPUS <= count <= available:
+                raise InvalidOptionError(
+                    f"cpus {cpus!r} is out of range: from {MIN_CPUS} to {available} (the "
+                    f"CPUs this host has)", option="cpus", value=cpus)
+            quota = round(count * 100_000)
         if pids is not None and (isinstance(pids, bool) or not isinstance(pids, int) or pids < 1):
             raise InvalidOptionError(f"pids must be a positive integer, got {pids!r}",
                                      option="pids", value=pids)
         return cls(memory_max_bytes=mem, cpu_quota_us=quota, pids_max=pids)
 
 
+#: docker's smallest ``--cpus`` (1 ms of CPU time per 100 ms period, the kernel's
+#: smallest ``cpu.cfs_quota_us``)
+MIN_CPUS = 0.01
 #: docker's minimum memory limit
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
-#: the largest memory limit a cgroup holds, in bytes: ``PAGE_COUNTER_MAX`` pages
-#: (``LONG_MAX / PAGE_SIZE`` on 64-bit, ``mm/page_counter.c``)
-MAX_MEMORY_BYTES = (2**63 - 1) // os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PAGE_SIZE")
+#: the largest memory limit we pass on, in bytes: runtime-spec's int64 maximum. The
+#: kernel takes any value up to it, rounding one of ``PAGE_COUNTER_MAX`` pages or
+#: more down to "unlimited" (``mm/page_counter.c``; ``9223372036854775807`` is a
+#: common way to say unlimited); a larger one it wraps modulo 2**64 when parsing.
+MAX_MEMORY_BYTES = 2**63 - 1
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 

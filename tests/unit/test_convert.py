@@ -153,16 +153,24 @@ def test_memory_below_docker_minimum_is_refused(bad):
     assert (info.value.option, info.value.value) == ("memory", bad)
 
 
+@pytest.mark.parametrize("bad", [1e308, 0.0001, (os.cpu_count() or 1) + 1])
+def test_cpus_out_of_dockers_range_are_refused(bad):
+    """docker's range, 0.01 to the host's CPUs: no traceback for a huge number, no
+    silent acceptance of a quota the host cannot give."""
+    with pytest.raises(InvalidOptionError, match="out of range: from 0.01 to") as info:
+        Resources.from_options(cpus=bad)
+    assert (info.value.option, info.value.value) == ("cpus", bad)
+    assert Resources.from_options(cpus=0.01).cpu_quota_us == 1000
+
+
 @pytest.mark.parametrize("bad", [10**20, "9000000t"])
 def test_memory_beyond_the_page_counter_is_refused(bad):
-    """What the kernel cannot hold is refused as the ``memory`` option, not later as a
-    failed write of ``memory.memsw.limit_in_bytes``; the maximum itself is fine."""
-    with pytest.raises(InvalidOptionError, match="page counter maximum") as info:
+    """What the kernel would wrap is refused as the ``memory`` option, not later as a
+    failed write of ``memory.memsw.limit_in_bytes``; the int64 maximum is fine."""
+    with pytest.raises(InvalidOptionError, match="int64 maximum") as info:
         Resources.from_options(memory=bad)
     assert (info.value.option, info.value.value) == ("memory", bad)
-    page = os.sysconf("SC_PAGE_SIZE")
-    top = (2**63 - 1) // page * page
-    assert Resources.from_options(memory=top).memory_max_bytes == top
+    assert Resources.from_options(memory=2**63 - 1).memory_max_bytes == 2**63 - 1
 
 
 @pytest.mark.parametrize(("option", "value"), [("cpus", -1), ("cpus", "x"), ("cpus", float("inf")),

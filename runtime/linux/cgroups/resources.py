@@ -19,9 +19,10 @@ must still give a positive ``pids_max`` (it is the user's ``pids=`` option).
 Limits beyond what the kernel can hold raise ``InvalidOptionError`` (a
 ``ValueError``; ``option``, ``field``: the field, or for a :class:`Resources`
 its option, e.g. ``memory``; ``value``), before anything is made: a byte limit
-above :data:`MAX_LIMIT_BYTES` (``PAGE_COUNTER_MAX`` pages of
-``include/linux/page_counter.h``; the kernel silently wraps a larger number
-modulo 2**64 when it parses it), a pids limit above :data:`PID_MAX_LIMIT`
+above :data:`MAX_LIMIT_BYTES` (runtime-spec's int64 maximum; the kernel rounds
+any value from ``PAGE_COUNTER_MAX`` pages of ``include/linux/page_counter.h``
+up to it down to unlimited, and silently wraps a larger number modulo 2**64 when
+it parses it), a pids limit above :data:`PID_MAX_LIMIT`
 (``pids_max_write`` refuses it with EINVAL). :func:`option_error` turns a
 kernel EINVAL on a limit write (a ``CgroupError`` with ``field``) into the same
 kind of error. Which file each field goes to is the version's business
@@ -49,9 +50,8 @@ _PREFIX = "linux.resources"
 
 #: the page size the kernel counts memory in (bytes)
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-#: the largest byte limit the kernel's page counters hold: ``PAGE_COUNTER_MAX``
-#: (``LONG_MAX / PAGE_SIZE`` on 64-bit) pages, 9223372036854771712 with 4 KiB pages;
-#: v1 ``memory.limit_in_bytes`` reads it back when unlimited
+_WHY_MAX = "int64; the kernel would wrap it"
+#: the largest byte limit passed on to the kernel (:data:`~...types.MAX_MEMORY_BYTES`)
 MAX_LIMIT_BYTES = MAX_MEMORY_BYTES
 #: the largest ``pids.max`` the kernel takes (``PID_MAX_LIMIT`` on 64-bit, 4M)
 PID_MAX_LIMIT = 4 * 1024 * 1024
@@ -296,7 +296,7 @@ def _bytes(section: Mapping[str, Any], key: str, name: str, *,
     value = _number(section, key, name, unlimited=unlimited)
     if value is not None and value > MAX_LIMIT_BYTES:
         raise too_big(f"{_PREFIX}.{name}.{key}", value, MAX_LIMIT_BYTES,
-                      "PAGE_COUNTER_MAX pages", unit=" bytes")
+                      _WHY_MAX, unit=" bytes")
     return value
 
 
@@ -310,11 +310,11 @@ def _check_resources(resources: Resources) -> None:
         value = getattr(resources, attribute)
         if _is_int(value) and value > MAX_LIMIT_BYTES:
             raise too_big(f"{_PREFIX}.{key}", value, MAX_LIMIT_BYTES,
-                          "PAGE_COUNTER_MAX pages", option=option, unit=" bytes")
+                          _WHY_MAX, option=option, unit=" bytes")
     for size, limit in resources.hugepage_limits:
         if _is_int(limit) and limit > MAX_LIMIT_BYTES:
             raise too_big(f"{_PREFIX}.hugepageLimits[{size}]", limit, MAX_LIMIT_BYTES,
-                          "PAGE_COUNTER_MAX pages", option="hugepage_limits",
+                          _WHY_MAX, option="hugepage_limits",
                           unit=" bytes")
     pids = resources.pids_max
     if pids is None:
@@ -437,7 +437,7 @@ def _hugepages(value: Any) -> tuple[tuple[str, int], ...]:
         limit = _check_int(entry.get("limit"), f"{field}[{i}].limit", 0, None)
         if limit > MAX_LIMIT_BYTES:
             raise too_big(f"{field}[{i}].limit", limit, MAX_LIMIT_BYTES,
-                          "PAGE_COUNTER_MAX pages", unit=" bytes")
+                          _WHY_MAX, unit=" bytes")
         out.append((size, limit))
     return tuple(out)
 
