@@ -48,7 +48,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from .exceptions import (
     CommandNotFoundError,
@@ -102,8 +102,16 @@ def _positive_bytes(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line on stderr and exit 125, as docker's flag errors (not
+    argparse's usage text and exit 2); ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pytest-containers", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="pytest-containers", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--store",
         default=None,

@@ -69,12 +69,17 @@ class RunResult:
 
 
 def signal_number(signal: int | str) -> int:
-    """``9``, ``"KILL"``, ``"SIGKILL"`` and ``"9"`` -> 9 (``signal(7)`` names)."""
-    if isinstance(signal, int):
-        return int(signal)
+    """``9``, ``"KILL"``, ``"SIGKILL"`` and ``"9"`` -> 9 (``signal(7)`` names; numbers
+    from 1 to ``SIGRTMAX``). Raises ``InvalidOptionError`` (``option="signal"``)
+    for anything else."""
+    if isinstance(signal, int) or str(signal).strip().isdigit():
+        number = int(signal)
+        if not 1 <= number <= _signal.SIGRTMAX:
+            raise InvalidOptionError(
+                f"unknown signal {signal!r}: numbers go from 1 to {int(_signal.SIGRTMAX)}",
+                option="signal", value=signal)
+        return number
     text = str(signal).strip().upper()
-    if text.isdigit():
-        return int(text)
     name = text if text.startswith("SIG") else "SIG" + text
     try:
         return int(_signal.Signals[name])

@@ -259,3 +259,27 @@ def test_image_commands_do_not_import_the_runtime_side(store: Store) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert NAME in proc.stdout
+
+
+@pytest.mark.parametrize("argv", [
+    ["stop", "-t", "-1", "x"], ["run", "--cpus", "abc", "img"], ["bogus"],
+    ["run", "--cpus", "1e308", "img"],
+])
+def test_usage_errors_are_one_line_and_125(argv: list[str],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """As docker's flag errors: one line naming the argument, exit 125 (not argparse's
+    usage text and 2), and no traceback for a number out of range."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 125, err
+    assert len(err.strip().splitlines()) == 1 and "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("signal_", ["99", "0", "FOO"])
+def test_kill_refuses_an_unknown_signal_by_name(signal_: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kill", "-s", signal_, "ptc-no-such-container"]) == 125
+    assert f"unknown signal '{signal_}'" in capsys.readouterr().err
