@@ -5,9 +5,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    """Poll ``predicate()`` every ``interval`` seconds until it returns something true;
+    that value, or the last false one after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
 
 
 def needs(*binaries: str) -> pytest.MarkDecorator:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs
+from tests.conftest import needs, wait_for
 
 pytestmark = needs("docker-registry", "skopeo", "umoci")
 
@@ -37,13 +37,6 @@ def cli(store: Path, *args: str, timeout: float = 120) -> subprocess.CompletedPr
     )
 
 
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def record(container_id: str) -> dict:

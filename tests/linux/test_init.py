@@ -44,6 +44,7 @@ from pytest_containers.runtime.spec import (
 from pytest_containers.runtime.types import ContainerSpec
 
 from pytest_containers.exceptions import CommandNotFoundError, InvalidOptionError
+from tests.conftest import wait_for
 
 from .conftest import STATE_ROOT, issue_id, leftovers
 
@@ -51,13 +52,6 @@ from .conftest import STATE_ROOT, issue_id, leftovers
 ORPHANS = "(sleep 0.05 &); (sleep 0.05 &); (sleep 0.05 &); echo ready; "
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")

@@ -32,17 +32,9 @@ from pytest_containers.runtime.sweep import sweep
 from pytest_containers.runtime.types import Mount, Resources
 
 from pytest_containers.exceptions import CommandNotFoundError, ContainerStartError
+from tests.conftest import wait_for
 
 from .conftest import CGROUP_ROOT, STATE_ROOT, issue_id, leftovers, processes_in
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def test_protocols(native_runtime, containers):

@@ -40,8 +40,9 @@ from pytest_containers.runtime.types import ContainerSpec, Resources
 
 import pytest_containers
 from pytest_containers.exceptions import ContainerStartError
+from tests.conftest import wait_for
 from tests.linux.conftest import issue_id
-from tests.linux.test_runtime_cli import ptc_runtime, wait_for
+from tests.linux.test_runtime_cli import ptc_runtime
 
 NOBODY = 65534
 #: subordinate ids the ``subids`` fixture gives ``nobody`` (far from test_userns's)

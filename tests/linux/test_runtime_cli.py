@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 from pytest_containers.runtime.sweep import sweep
 
+from tests.conftest import wait_for
 from tests.linux.conftest import CGROUP_ROOT, STATE_ROOT, issue_id, leftovers, processes_in
 
 CLI = [sys.executable, "-m", "pytest_containers.runtime.cli"]
@@ -41,13 +42,6 @@ def ptc_runtime(*args: str, cwd: Path | None = None, timeout: float = 60
                           cwd=cwd, check=False, stdin=subprocess.DEVNULL)
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from pytest_containers.runtime.sweep import sweep
 from pytest_containers.runtime.types import Resources
 
 from pytest_containers.exceptions import InvalidOptionError
+from tests.conftest import wait_for
 from tests.linux.conftest import (
     CGROUP_ROOT,
     STATE_ROOT,
@@ -37,7 +38,7 @@ from tests.linux.conftest import (
     leftovers,
     processes_in,
 )
-from tests.linux.test_runtime_cli import CLI, Cli, configure, ptc_runtime, wait_for
+from tests.linux.test_runtime_cli import CLI, Cli, configure, ptc_runtime
 
 #: what must not appear in a message for a person
 PYTHON_WORDS = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception)\b|\[Errno \d+\]|Traceback")

@@ -26,8 +26,9 @@ from typing import Any
 import pytest
 from pytest_containers.runtime.native.config import id_maps_of, namespaces_of
 
+from tests.conftest import wait_for
 from tests.linux.conftest import issue_id, leftovers, processes_in
-from tests.linux.test_runtime_cli import Cli, configure, ptc_runtime, wait_for
+from tests.linux.test_runtime_cli import Cli, configure, ptc_runtime
 
 #: container 0..65535 -> host 200000..265535 (uids), 300000.. (gids)
 UID_MAPPINGS = [{"containerID": 0, "hostID": 200000, "size": 65536}]
