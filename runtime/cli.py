@@ -47,6 +47,13 @@ the user's own id go through ``newuidmap``/``newgidmap``; on cgroup v1, or v2
 without a delegated subtree, the container has no cgroup: limits are refused,
 ``pause`` too, and ``ps``/``kill --all`` act on the processes of its pid namespace.
 
+Without a mount namespace in the config (runtime-tools ``linux_ns_itype``) the
+rootfs is set up in ``ptc-runtime``'s own mount namespace and entered with
+``chroot``, as runc does; ``delete`` (and a failed ``create``, ``delete --force``
+after a killed one, the sweep) unmounts those mounts again. ``--no-pivot``: the
+rootfs is moved onto ``/`` of the container's mount namespace and chrooted into
+instead of ``pivot_root`` (runc's), the host's proc and sysfs taken away first.
+
 Not supported yet: terminals (``--console-socket``, ``--tty``,
 ``process.terminal``), checkpoint/restore, ``update``.
 """
@@ -147,7 +154,7 @@ def _create(args: argparse.Namespace) -> int:
 
     _no_terminal(args)
     lifecycle.create(_root(args), args.container_id, args.bundle, pid_file=args.pid_file,
-                     preserve_fds=args.preserve_fds)
+                     preserve_fds=args.preserve_fds, no_pivot=args.no_pivot)
     return _OK
 
 
@@ -156,7 +163,8 @@ def _run(args: argparse.Namespace) -> int:
 
     _no_terminal(args)
     return lifecycle.run(_root(args), args.container_id, args.bundle, pid_file=args.pid_file,
-                         detach=args.detach, preserve_fds=args.preserve_fds, keep=args.keep)
+                         detach=args.detach, preserve_fds=args.preserve_fds, keep=args.keep,
+                         no_pivot=args.no_pivot)
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -395,7 +403,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--pid-file", default=None)
         p.add_argument("--console-socket", default=None)
         p.add_argument("--no-pivot", action="store_true",
-                       help="accepted; pivot_root is always used")
+                       help="move the rootfs onto / and chroot instead of pivot_root "
+                       "(as runc's; without a mount namespace chroot is always used)")
         p.add_argument("--no-new-keyring", action="store_true",
                        help="accepted; no session keyring is made")
         p.add_argument("--preserve-fds", type=int, default=0)

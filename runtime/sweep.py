@@ -7,7 +7,9 @@ container's processes died with it (the native engine's pdeathsig chain; the
 OCI command line backend's waiter, which SIGKILLs the init), but host objects
 remain. Two kinds of state dir, told apart by their contents:
 
-- native engine: the cgroup ``ptc/<id>`` and the state dir remain;
+- native engine: the cgroup ``ptc/<id>`` and the state dir remain (and, for a
+  config without a mount namespace, its overlay and the mounts below it in our
+  namespace, all under the state dir: unmounted like any mount there);
 - runc-compatible command line (:mod:`~.ocicli`): also ``<binary>-root``, the
   runtime's own ``--root`` (it still lists the container), and the overlay
   mounted on the host at ``bundle/rootfs``; runc makes ``ptc/<id>`` in every

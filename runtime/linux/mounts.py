@@ -1,13 +1,16 @@
 """Mounts: on the host, ``/proc/self/mountinfo``, the overlay rootfs and lazy
 unmounts; in the container init, its filesystem set up in its own mount namespace
 around ``pivot_root`` from a :class:`~.rootfs.RootfsPlan` (made by
-:func:`~.rootfs.plan_rootfs` in the parent, re-exported here).
+:func:`~.rootfs.plan_rootfs` in the parent, re-exported here), or, for a config
+without a mount namespace, in the caller's and entered with ``chroot`` (runc's
+``chroot``; :mod:`.hostmounts` records and undoes those mounts).
 
+:func:`mount_root` (the overlay, or ``root.path`` bound onto itself),
 :func:`setup_rootfs` (mounts, devices, read-only and masked paths, ``pivot_root``,
-rootfs propagation, ``root.readonly``) and :func:`finish_rootfs` (cgroup
-filesystems, once the init is in its cgroup) run in the forked init, between
-``fork`` and ``exec``: syscalls and already-imported modules only (no imports,
-threads or logging). Every path of the config lands inside the rootfs
+``MS_MOVE`` or ``chroot``, rootfs propagation, ``root.readonly``) and
+:func:`finish_rootfs` (cgroup filesystems, once the init is in its cgroup) run in
+the forked init, between ``fork`` and ``exec``: syscalls and already-imported
+modules only (no imports, threads or logging). Every path of the config lands inside the rootfs
 (:func:`resolve_in_root`, securejoin semantics). Implements runtime-spec
 ``config.md#mounts`` and ``config-linux.md`` (default filesystems and devices,
 masked and read-only paths, rootfs propagation) as runc 1.1's
@@ -32,6 +35,7 @@ from .rootfs import (
     DEFAULT_DEVICES,
     MS_NOSYMFOLLOW,
     DeviceNode,
+    Enter,
     MountOp,
     RootfsPlan,
     parse_options,
@@ -42,14 +46,18 @@ __all__ = [
     "DEFAULT_DEVICES",
     "DEFAULT_DEVICE_NODES",
     "DeviceNode",
+    "Enter",
     "MountInfo",
     "MountOp",
     "OVERLAY_SOURCE",
     "RootfsPlan",
     "finish_rootfs",
     "is_mounted",
+    "chroot_into",
     "mount_overlay",
+    "mount_root",
     "mountinfo",
+    "move_into",
     "overlay_options",
     "parse_options",
     "pivot_into",
@@ -91,7 +99,9 @@ class MountInfo:
     3.5), octal escapes such as ``\\040`` decoded: ``mount_point``, ``fstype``,
     ``source``; ``root`` (the mounted directory of the filesystem), ``options`` (per
     mount, ``rw,nosuid,...``), ``super_options`` (per superblock: for cgroup v1 the
-    controllers, ``rw,memory``), ``optional`` (``shared:N master:N``...)."""
+    controllers, ``rw,memory``), ``optional`` (``shared:N master:N``...);
+    ``mount_id``/``parent_id``: the mount's id and its parent's (fields 1 and 2,
+    reused once a mount is gone)."""
 
     mount_point: str
     fstype: str
@@ -100,6 +110,8 @@ class MountInfo:
     options: str = ""
     super_options: str = ""
     optional: str = ""
+    mount_id: int = 0
+    parent_id: int = 0
 
 
 def _unescape(field_: str) -> str:
@@ -118,7 +130,8 @@ def mountinfo() -> list[MountInfo]:
                     _unescape(fields[4]), fields[sep + 1], _unescape(fields[sep + 2]),
                     root=_unescape(fields[3]), options=fields[5],
                     super_options=fields[sep + 3] if len(fields) > sep + 3 else "",
-                    optional=" ".join(fields[6:sep])))
+                    optional=" ".join(fields[6:sep]), mount_id=int(fields[0]),
+                    parent_id=int(fields[1])))
             except (ValueError, IndexError):
                 continue
     return out
@@ -523,23 +536,76 @@ def _make_readonly(path: str) -> None:
     sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _kept_flags(path))
 
 
-def setup_rootfs(plan: RootfsPlan, step: list[str]) -> None:
-    """Set up the container's filesystem and ``pivot_root`` into it.
+def mount_root(plan: RootfsPlan, overlay_data: str | None, step: list[str]) -> None:
+    """Mount the rootfs at ``plan.rootfs``: the overlay of ``overlay_data``
+    (:func:`overlay_options`, source ``ptc``), else ``root.path`` bound onto itself
+    (``MS_BIND | MS_REC``, runc's ``prepareRoot``). Without a mount namespace of the
+    init's own (``plan.enter == "chroot"``) that mount is made in the caller's
+    namespace and at once ``rprivate`` (only it and the copies below it: the
+    propagation of ``/`` and of every other mount of the caller stays as it is), so
+    that nothing mounted below it propagates anywhere; every mount of the set-up lies
+    below it, and :mod:`.hostmounts` takes it off with them. Raises ``OSError``."""
+    root = plan.rootfs
+    if overlay_data is not None:
+        step[0] = "overlay"
+        sc.mount(OVERLAY_SOURCE, root, "overlay", 0, overlay_data)
+        if plan.enter == "chroot":
+            sc.mount(None, root, None, sc.MS_PRIVATE)
+        return
+    step[0] = "root"
+    if plan.enter != "chroot":
+        sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
+        return
+    # in the caller's namespace: a recursive bind under a shared parent would leave a
+    # copy of the caller's mounts below the rootfs in each peer, which no unmount of
+    # ours takes away; so the rootfs alone, made private at once, then each mount the
+    # caller shows below it bound recursively into that (copies, made private too)
+    below = [(path, os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC))
+             for path in _visible_mounts_below(root)]
+    try:
+        sc.mount(root, root, None, sc.MS_BIND)
+        sc.mount(None, root, None, sc.MS_PRIVATE)
+        for path, fd in below:
+            sc.mount(f"/proc/self/fd/{fd}", path, None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(None, path, None, sc.MS_REC | sc.MS_PRIVATE)
+    finally:
+        for _, fd in below:
+            os.close(fd)
 
-    Called by the container init in its fresh mount namespace (private, not shared
-    with the rootfs mounted at ``plan.rootfs``. In order (runc's ``prepareRootfs``,
+
+def _visible_mounts_below(root: str) -> list[str]:
+    """The mount points strictly below ``root`` that are not below another of them,
+    sorted: the mounts seen through ``root``, each with its own below it."""
+    inside = os.path.realpath(root).rstrip("/") + "/"
+    points = sorted({m.mount_point for m in mountinfo() if m.mount_point.startswith(inside)})
+    out: list[str] = []
+    for point in points:
+        if not out or not point.startswith(out[-1].rstrip("/") + "/"):
+            out.append(point)
+    return out
+
+
+def setup_rootfs(plan: RootfsPlan, step: list[str]) -> None:
+    """Set up the container's filesystem and enter it (``plan.enter``).
+
+    Called by the container init once :func:`mount_root` has mounted the rootfs at
+    ``plan.rootfs``, in its fresh mount namespace (private), or without one in the
+    caller's (below that rprivate mount). In order (runc's ``prepareRootfs``,
     ``finalizeRootfs``, then its read-only and masked paths): each of ``plan.mounts``
     at its destination resolved inside the rootfs (targets created as directory or
     file); device nodes, ``/dev`` symlinks and ``/dev/ptmx``; read-only tmpfs mounts
     remounted read-only; read-only paths; masked paths (with the host's ``/dev/null``:
     a rootfs without one can still be masked); ``pivot_root`` with the old root
-    detached (:func:`pivot_into`); ``linux.rootfsPropagation`` on ``/``;
+    detached (:func:`pivot_into`), ``MS_MOVE`` onto ``/`` and ``chroot``
+    (:func:`move_into`, ``--no-pivot``) or ``chroot`` alone (:func:`chroot_into`);
+    ``linux.rootfsPropagation`` on ``/`` (without a mount namespace: the rootfs
+    mount);
     ``process.cwd`` made if missing; ``root.readonly``. Every path of the config is
     resolved inside the rootfs (:func:`resolve_in_root`). ``type: cgroup`` mounts get
     their directories here and their filesystems from :func:`finish_rootfs`.
 
     ``step[0]`` names the current step for the error report (``mount <destination>``,
-    ``devices``, ``pivot_root``, ...). Raises ``OSError`` with the path.
+    ``devices``, ``pivot_root``, ``chroot``...). Raises ``OSError`` with the path.
     """
     root = plan.rootfs
     targets = _Targets(root)
@@ -573,8 +639,13 @@ def setup_rootfs(plan: RootfsPlan, step: list[str]) -> None:
     step[0] = "masked paths"
     for path in plan.masked_paths:
         _mask(targets.resolve(path))
-    step[0] = "pivot_root"
-    pivot_into(root)
+    step[0] = plan.enter
+    if plan.enter == "pivot_root":
+        pivot_into(root)
+    elif plan.enter == "move":
+        move_into(root)
+    else:
+        chroot_into(root)
     if plan.root_propagation:
         step[0] = "rootfs propagation"
         sc.mount(None, "/", None, plan.root_propagation)
@@ -626,6 +697,47 @@ def finish_rootfs(plan: RootfsPlan, step: list[str]) -> None:
             os.close(own_ns)
             _cgroupns_fd[0] = -1
         _cgroup_pending.clear()
+
+
+def chroot_into(root: str) -> None:
+    """Make ``root`` the root of this process alone: ``chdir``, ``chroot(".")``,
+    ``chdir("/")`` (runc's ``chroot``, for a container without a mount namespace:
+    ``pivot_root`` would move the root of the caller's namespace)."""
+    os.chdir(root)
+    os.chroot(".")
+    os.chdir("/")
+
+
+#: filesystems a ``--no-pivot`` init takes away from its mount namespace before the move
+#: (runc's ``msMoveRoot``): with a full mount of them visible the kernel lets the
+#: container mount another
+_FULL_MOUNTS_HIDDEN = ("proc", "sysfs")
+
+
+def move_into(root: str) -> None:
+    """runc's ``msMoveRoot`` (``--no-pivot``), in the init's own, private, mount
+    namespace: every full mount (root ``/``) of proc or sysfs outside ``root``
+    unmounted (``MNT_DETACH``; where that is refused, covered with an empty tmpfs),
+    then the mount at ``root`` moved onto ``/`` (``MS_MOVE``) and :func:`chroot_into`
+    it. The old root stays below, out of the chroot's reach."""
+    real = os.path.realpath(root)
+    inside = real.rstrip("/") + "/"
+    for m in mountinfo():
+        if (m.root != "/" or m.fstype not in _FULL_MOUNTS_HIDDEN
+                or m.mount_point == real or m.mount_point.startswith(inside)):
+            continue
+        try:
+            sc.umount2(m.mount_point, sc.MNT_DETACH)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                continue  # below a mount already taken away
+            if exc.errno not in (errno.EINVAL, errno.EPERM):
+                raise
+            sc.mount("tmpfs", m.mount_point, "tmpfs", 0, None)
+    os.chdir(root)
+    sc.mount(root, "/", None, sc.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
 
 
 def pivot_into(root: str) -> None:

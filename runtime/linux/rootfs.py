@@ -22,7 +22,7 @@ import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pytest_containers.exceptions import InvalidOptionError
 
@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_DEVICES",
     "DEFAULT_DEVICE_NODES",
     "DeviceNode",
+    "Enter",
     "MS_I_VERSION",
     "MS_NOSYMFOLLOW",
     "MS_POSIXACL",
@@ -171,6 +172,12 @@ class DeviceNode:
 DEFAULT_DEVICE_NODES = tuple(DeviceNode(f"/dev/{n}", "c", *_DEVICE_NUMBERS[n])
                              for n in DEFAULT_DEVICES)
 
+#: how the init enters its rootfs (runc's ``prepareRootfs``): ``pivot_root`` in its own
+#: mount namespace; ``move``, ``--no-pivot``: ``MS_MOVE`` of the rootfs onto ``/`` of its
+#: own mount namespace, then ``chroot``; ``chroot`` alone without a mount namespace
+#: (the set-up then happens in the caller's: :mod:`.hostmounts`)
+Enter = Literal["pivot_root", "move", "chroot"]
+
 
 @dataclass(frozen=True)
 class RootfsPlan:
@@ -182,7 +189,8 @@ class RootfsPlan:
     ``root_propagation``: ``MS_*`` of ``linux.rootfsPropagation`` (0: unset);
     ``cgroup_v1``: ``(directory name, mount data)`` of each v1 hierarchy a
     ``type: cgroup`` mount shows (empty: cgroup v2 host); ``cgroupns``: the config
-    has a cgroup namespace; ``cwd``: ``process.cwd``, made if missing (as runc)."""
+    has a cgroup namespace; ``cwd``: ``process.cwd``, made if missing (as runc);
+    ``enter``: :data:`Enter` (``chroot`` when the config has no mount namespace)."""
 
     rootfs: str
     mounts: tuple[MountOp, ...]
@@ -196,6 +204,13 @@ class RootfsPlan:
     cgroup_v1: tuple[tuple[str, str], ...] = ()
     cgroupns: bool = True
     cwd: str = "/"
+    enter: Enter = "pivot_root"
+
+    @property
+    def own_mount_namespace(self) -> bool:
+        """Whether the init sets up its rootfs in a mount namespace of its own (new or
+        joined): else in the caller's, and :mod:`.hostmounts` undoes it."""
+        return self.enter != "chroot"
 
 
 def _bad(message: str, option: str, value: Any) -> InvalidOptionError:
@@ -414,19 +429,24 @@ def _cgroup_v1_hierarchies() -> tuple[tuple[str, str], ...]:
 
 
 def plan_rootfs(config: Mapping[str, Any], rootfs: Path | str, *,
-                bundle: Path | str | None = None) -> RootfsPlan:
+                bundle: Path | str | None = None, no_pivot: bool = False) -> RootfsPlan:
     """The :class:`RootfsPlan` of config.json for a rootfs mounted at ``rootfs``:
     ``mounts`` (in order), ``linux.devices``, ``linux.maskedPaths``,
     ``linux.readonlyPaths``, ``linux.rootfsPropagation``, ``linux.mountLabel``
     (SELinux ``context=``, only on a host with SELinux), ``root.readonly``,
-    ``process.cwd``. Relative bind sources are relative to ``bundle``.
+    ``process.cwd``. Relative bind sources are relative to ``bundle``. ``enter``
+    (:data:`Enter`): ``chroot`` when ``linux.namespaces`` has no ``mount`` (runc's
+    ``chroot``), else ``move`` with ``no_pivot`` (runc's ``--no-pivot``), else
+    ``pivot_root``.
 
     Raises ``InvalidOptionError`` (a ``ValueError``) naming the field, and for a
     mount its destination and the option: an unknown option for a filesystem type
     we mount (bind, tmpfs, proc, sysfs, devpts, mqueue, cgroup, cgroup2; options of
     other types go to the kernel as data, as the spec says), a malformed value
     (``size=``, ``mode=``...), a relative bind source without a bundle, a bad device
-    or propagation.
+    or propagation; without a mount namespace, a user namespace (its root cannot
+    mount in the caller's namespace: ``linux.namespaces``) or a rootfs that is the
+    host's ``/`` (``root.path``: it cannot be bound onto itself and taken off again).
     """
     linux = config.get("linux") or {}
     label = linux.get("mountLabel") or ""
@@ -454,7 +474,18 @@ def plan_rootfs(config: Mapping[str, Any], rootfs: Path | str, *,
     paths = {d.path for d in configured}
     devices = tuple(d for d in DEFAULT_DEVICE_NODES if d.path not in paths) + tuple(
         d for d in configured if d.path != "/dev/ptmx")  # /dev/ptmx: the pts/ptmx symlink
-    namespaces = {n.get("type") for n in linux.get("namespaces") or ()}
+    namespaces = {n.get("type") for n in linux.get("namespaces") or ()
+                  if isinstance(n, Mapping)}
+    enter: Enter = "chroot" if "mount" not in namespaces else ("move" if no_pivot
+                                                                else "pivot_root")
+    if enter == "chroot" and "user" in namespaces:
+        raise _bad("linux.namespaces: a user namespace without a mount namespace cannot set "
+                   "up the rootfs (its root may not mount in the runtime's mount namespace): "
+                   "add {\"type\": \"mount\"}", "linux.namespaces", sorted(namespaces))
+    if enter == "chroot" and os.path.realpath(rootfs) == "/":
+        raise _bad("root.path: without a mount namespace the rootfs cannot be the host's "
+                   "'/' (add {\"type\": \"mount\"} to linux.namespaces)", "root.path",
+                   str(rootfs))
     process = config.get("process") or {}
     return RootfsPlan(
         rootfs=str(rootfs).rstrip("/") or "/",
@@ -470,4 +501,5 @@ def plan_rootfs(config: Mapping[str, Any], rootfs: Path | str, *,
         else _cgroup_v1_hierarchies(),
         cgroupns="cgroup" in namespaces,
         cwd=process.get("cwd") or "/",
+        enter=enter,
     )

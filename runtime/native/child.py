@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from ..linux import syscalls as sc
-from ..linux.mounts import OVERLAY_SOURCE, RootfsPlan, finish_rootfs, setup_rootfs
+from ..linux.mounts import RootfsPlan, finish_rootfs, mount_root, setup_rootfs
 from .hooks import Hook, run_hook
 from .process import ProcessPlan, apply_process, describe, exec_process, run_as_init
 
@@ -93,7 +93,8 @@ class InitPlan:
     config's ``org.ptc.init`` annotation, :func:`~..spec.init_requested`): its child
     applies the process and execs it, PID 1 forwards signals and reaps zombies.
     ``wait_dirs``: the parent makes the overlay's mount point, ``upper`` and ``work``
-    after the fork, while the init makes its namespaces: wait for its ``D`` on
+    after the fork (or, without a mount namespace, records the init before it mounts
+    in the caller's), while the init makes its namespaces: wait for its ``D`` on
     ``go_r`` (before any other message) before mounting. ``stdio_dir``: a host dir
     where the parent makes the files ``stdout`` and ``stderr`` before it says ``1``:
     opened write-only then, instead of ``stdout_fd``/``stderr_fd``.
@@ -382,10 +383,11 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) ->
     before the parent-death signal was set shows as EOF. Steps: [user namespace:
     :func:`_enter_user_namespace`]; join the namespaces given by path, unshare the
     new ones [user namespace: :func:`_clone_init`, the rest runs in the clone],
-    ``setsid``, ``/`` rprivate, sysctls;
+    ``setsid``, ``/`` rprivate (not without a mount namespace of its own), sysctls;
     [hooks: ``N`` on ``sync_w``, the State JSON from ``go_r``, ``createContainer``
-    hooks]; the rootfs (overlay of the layers, or ``root.path`` bound onto itself)
-    with its mounts and ``pivot_root`` (:func:`~..linux.rootfs.setup_rootfs`);
+    hooks]; the rootfs (overlay of the layers, or ``root.path`` bound onto itself:
+    :func:`~..linux.mounts.mount_root`) with its mounts and ``pivot_root`` (``chroot``
+    without a mount namespace, in the caller's: :func:`~..linux.mounts.setup_rootfs`);
     hostname, ``lo`` up; wait for ``1`` on ``go_r`` (the cgroup exists; on v2 the
     caller moved us), stdio, join the cgroup (v1), the cgroup namespace, cgroup
     mounts (:func:`~..linux.rootfs.finish_rootfs`); the process's user,
@@ -429,8 +431,9 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) ->
             if not go.wait_go(b"D"):
                 os._exit(127)
         os.setsid()
-        step[0] = "rprivate"
-        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        if plan.rootfs.own_mount_namespace:  # else the caller's: its "/" is left alone
+            step[0] = "rprivate"
+            sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         if plan.sysctl:
             step[0] = "sysctl"
             _write_sysctl(plan.sysctl)
@@ -445,13 +448,7 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) ->
             for hook in plan.create_container:
                 step[0] = hook.field
                 run_hook(hook, state)
-        root = plan.rootfs.rootfs
-        if plan.overlay_data is not None:
-            step[0] = "overlay"
-            sc.mount(OVERLAY_SOURCE, root, "overlay", 0, plan.overlay_data)
-        else:
-            step[0] = "root"
-            sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
+        mount_root(plan.rootfs, plan.overlay_data, step)
         setup_rootfs(plan.rootfs, step)
         if plan.hostname is not None:
             step[0] = "hostname"
@@ -491,9 +488,14 @@ def run_init(plan: InitPlan, err_w: int, life_r: int, go_r: int, sync_w: int) ->
             err_w = new_err
         elif plan.pdeathsig and select.select([life_r], [], [], 0)[0]:
             os._exit(1)  # EOF: the caller died while the parent-death signal was cleared
-        for hook in plan.start_container:
-            step[0] = hook.field
-            run_hook(hook, state)
+        if plan.start_container:
+            # apply_process reset SIGPIPE to its default: a hook that exits without
+            # reading the state on its stdin must be an EPIPE, not the init's death
+            pipe_handler = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+            for hook in plan.start_container:
+                step[0] = hook.field
+                run_hook(hook, state)
+            signal.signal(signal.SIGPIPE, pipe_handler)
         step[0] = "exec"
         if plan.init:
             run_as_init(plan.process, error_fd=err_w)
@@ -519,7 +521,27 @@ def _exec_target(plan: ExecPlan, err_w: int) -> NoReturn:
 
 def _setns_all(plan: ExecPlan) -> None:
     """Join the target's namespaces: one ``setns(pidfd, flags)`` (Linux 5.8+), else
-    each ``/proc/<pid>/ns/*`` file, mount namespace last."""
+    each ``/proc/<pid>/ns/*`` file, mount namespace last. A target without a mount
+    namespace of its own lives chrooted in the caller's: then ``chroot`` into its
+    root (``/proc/<pid>/root``, as ``nsenter --root``)."""
+    root = -1
+    if not plan.ns_flags & sc.CLONE_NEWNS:
+        root = os.open(f"/proc/{plan.target_pid}/root", os.O_PATH | os.O_DIRECTORY
+                       | os.O_CLOEXEC)
+    try:
+        _join(plan)
+        if root >= 0:
+            os.fchdir(root)
+            os.chroot(".")
+            os.chdir("/")
+    finally:
+        if root >= 0:
+            os.close(root)
+
+
+def _join(plan: ExecPlan) -> None:
+    if not plan.ns_flags:
+        return  # the container has none of its own: ours are its
     try:
         sc.setns(plan.target_pidfd, plan.ns_flags)
         return

@@ -186,9 +186,11 @@ class Namespaces:
 
 def namespaces_of(config: Mapping[str, Any]) -> Namespaces:
     """Parse ``linux.namespaces``: each entry an object with a known ``type`` (at most
-    once) and an optional absolute ``path``; a mount namespace is required (the
-    rootfs is set up in it). Raises ``InvalidOptionError`` naming
-    ``linux.namespaces[i].type`` or ``.path``."""
+    once) and an optional absolute ``path``. A type not listed is the runtime's own
+    (``config-linux.md#namespaces``); without ``mount`` the rootfs is set up in the
+    runtime's mount namespace and entered with ``chroot``, as runc does
+    (:mod:`~..linux.hostmounts` undoes those mounts). Raises ``InvalidOptionError``
+    naming ``linux.namespaces[i].type`` or ``.path``."""
     linux = _object(config.get("linux"), "linux")
     entries = linux.get("namespaces") or []
     if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
@@ -216,9 +218,6 @@ def namespaces_of(config: Mapping[str, Any]) -> Namespaces:
             joined[kind] = path
         elif kind != "user":
             new |= NAMESPACE_FLAGS[kind]
-    if "mount" not in types:
-        raise _bad("linux.namespaces", [e.get("type") for e in entries if isinstance(e, Mapping)],
-                   "a mount namespace is required")
     return Namespaces(
         types=frozenset(types), new_flags=new,
         joined=tuple((k, joined[k]) for k in _JOIN_ORDER if k in joined and k != "cgroup"),

@@ -40,7 +40,10 @@ A ``kill -9`` of an in-process caller SIGKILLs the init (pdeathsig), whose death
 kills every process of the pid namespace; the mount namespace, and with it the
 overlay, goes with the last of them. What can remain (the cgroup directories
 and the state dir) carries the caller's pid in ``owner`` for
-:func:`~..sweep.sweep`.
+:func:`~..sweep.sweep`. A config without a mount namespace has its overlay and
+mounts made in the caller's namespace, in the state dir, entered with ``chroot``
+(:func:`~..linux.mounts.setup_rootfs`): :meth:`NativeContainer.delete` and the
+sweep unmount them (:mod:`~..linux.hostmounts`).
 
 State dir ``<state_root>/<id>``: in-process: ``owner`` (before the fork),
 ``rootfs/`` (the overlay's mount point, only inside the container), ``upper/``,
@@ -74,6 +77,7 @@ from pytest_containers.exceptions import (
     InvalidOptionError,
 )
 
+from ..linux import hostmounts
 from ..linux import syscalls as sc
 from ..linux.cgroups import CgroupV1, CgroupV2
 from ..spec import to_config
@@ -585,8 +589,10 @@ class NativeContainer:
         return self.cgroup.stats()
 
     def delete(self) -> None:
-        """SIGKILL every process of the cgroup, reap, remove the cgroup and the state
-        dir. Idempotent; tolerates anything already gone."""
+        """SIGKILL every process of the cgroup, reap, remove the cgroup, the mounts
+        the container made in the caller's namespace when it has no mount namespace
+        of its own (:func:`~..linux.hostmounts.undo`), and the state dir.
+        Idempotent; tolerates anything already gone."""
         if self._deleted:
             return
         self._receive_status(0)
@@ -610,6 +616,7 @@ class NativeContainer:
                     raise
                 self.cgroup.kill_all()  # a process got in after all: kill, then again
                 self.cgroup.remove()
+        hostmounts.undo(self.state_dir)
         _remove_state_dir(self.state_dir)
         self._deleted = True
 
@@ -775,6 +782,12 @@ class NativeRuntime:
                                checked=True, dirs_after_fork=True, stdio_dir=base)
             container = NativeContainer(container_id, state_dir, config, prepared.cgroup,
                                         prepared.plan.process, passwd_root)
+            if not prepared.plan.rootfs.own_mount_namespace:
+                try:  # before anything is mounted in our namespace
+                    hostmounts.record(state_dir, rootfs)
+                except BaseException:
+                    prepared.close()
+                    raise
             # the rest of the state dir is made after the fork, while the init unshares
             # its namespaces (a new network namespace alone is about 1 ms of the kernel's)
             # and mounts its rootfs

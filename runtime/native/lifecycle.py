@@ -26,6 +26,13 @@ that. A new ``create`` of its id is refused until then, naming ``delete
 --force`` (runc: "container with given ID already exists"); an empty cgroup left
 at ``linux.cgroupsPath`` is taken over (runc reuses one), a busy one refused.
 
+Without a mount namespace in the config the init mounts its rootfs in our mount
+namespace (as runc; :mod:`~..linux.hostmounts`): what was mounted at the rootfs is
+recorded in the state dir before the fork, and the init's pid before it mounts
+anything; ``delete``, a failed ``create`` or ``run``, and
+:func:`~.statedir.destroy` take those mounts off again, and only those (runc
+leaves them).
+
 Errors are ``ContainerRuntimeError`` (``container_id``) with runc's wording
 where tools match on it ("does not exist", "not running", "not stopped",
 ``exec: "CMD": executable file not found in $PATH``, ``permission denied``:
@@ -55,6 +62,7 @@ from pytest_containers.exceptions import (
     InvalidOptionError,
 )
 
+from ..linux import hostmounts
 from ..linux.cgroups import CgroupV1, CgroupV2
 from ..linux.cgroups.resources import option_error
 from . import child, rootless
@@ -285,7 +293,9 @@ def _warn(message: str) -> None:
 
 def _teardown(state_dir: Path, spawned: Spawned, prepared: Prepared | None) -> None:
     """Undo a failed create or run: kill and reap the init, kill what is in the cgroup,
-    remove it if we made it, remove the state dir."""
+    remove it if we made it, unmount what the init mounted in our namespace (no mount
+    namespace: :func:`~..linux.hostmounts.undo`), remove the state dir (kept, with a
+    warning, when a mount stays: ``delete --force`` and the sweep try again)."""
     if spawned.pid > 0:
         try:
             os.kill(spawned.pid, _signal.SIGKILL)
@@ -303,6 +313,11 @@ def _teardown(state_dir: Path, spawned: Spawned, prepared: Prepared | None) -> N
         if spawned.cgroup_created:
             prepared.cgroup.kill_all()
             prepared.cgroup.remove()
+    try:
+        hostmounts.undo(state_dir)
+    except (OSError, ValueError) as exc:
+        _warn(f"cannot unmount the rootfs of the failed container in {state_dir}: {exc}")
+        return
     remove_state_dir(state_dir)
 
 
@@ -378,14 +393,17 @@ def _create_failure(container_id: str, config: Mapping[str, Any] | None,
 
 
 def _launch(root: Path, container_id: str, bundle: str, *, detached: bool,
-            preserve_fds: int = 0) -> tuple[Path, ContainerState, Spawned, Prepared]:
+            preserve_fds: int = 0, no_pivot: bool = False
+            ) -> tuple[Path, ContainerState, Spawned, Prepared]:
     """``create`` (``detached``: the init waits on the exec fifo, no parent-death
     signal) or the first half of a foreground ``run`` (the init execs at once and
     dies with us). On failure nothing is left.
 
     What a ``kill -9`` of this process leaves can be found and removed (module
     docstring): ``owner``, then ``state.json`` naming the cgroup as ours before it
-    is made, then the init's pid as soon as it is forked."""
+    is made, then the init's pid as soon as it is forked (without a mount namespace:
+    before it mounts anything, after the record of :func:`~..linux.hostmounts.record`).
+    ``no_pivot``: ``--no-pivot`` (:func:`~.plan.prepare`)."""
     bundle = os.path.abspath(bundle)
     state_dir = _make_state_dir(root, container_id)
     lock = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -404,7 +422,9 @@ def _launch(root: Path, container_id: str, bundle: str, *, detached: bool,
             os.mkfifo(fifo, 0o600)
         prepared = prepare(config, container_id=container_id, state_dir=state_dir,
                            bundle=bundle, rootfs=rootfs, pdeathsig=not detached,
-                           exec_fifo=fifo, preserve_fds=preserve_fds)
+                           exec_fifo=fifo, preserve_fds=preserve_fds, no_pivot=no_pivot)
+        if not prepared.plan.rootfs.own_mount_namespace:
+            hostmounts.record(state_dir, rootfs)  # before the init can mount in ours
         parents = missing_parents(prepared.cgroup)
         take_over_cgroup(prepared.cgroup, container_id)
         saved = ContainerState(
@@ -418,12 +438,14 @@ def _launch(root: Path, container_id: str, bundle: str, *, detached: bool,
         current = [saved]
 
         def record_pid() -> None:
+            if current[0].pid == spawned.pid:
+                return  # recorded already (after_fork)
             found = proc_start_time(spawned.pid)
             current[0] = current[0].with_(pid=spawned.pid,
                                           start_time=found[1] if found else 0)
             current[0].save(state_dir)
 
-        spawn(prepared, spawned, before_go=record_pid,
+        spawn(prepared, spawned, after_fork=record_pid, before_go=record_pid,
               hooks_state=lambda: _hook_state(current[0], "created"), close_in_child=(lock,))
         saved = current[0].with_(status="created" if detached else "running",
                                  fate_fd=spawned.fate_fd)
@@ -442,14 +464,16 @@ def _launch(root: Path, container_id: str, bundle: str, *, detached: bool,
 
 
 def create(root: Path, container_id: str, bundle: str, *, pid_file: str | None = None,
-           preserve_fds: int = 0) -> ContainerState:
+           preserve_fds: int = 0, no_pivot: bool = False) -> ContainerState:
     """``create``: the container's namespaces, mounts and cgroup set up, ``prestart``,
     ``createRuntime`` and ``createContainer`` hooks run, the init waiting for
     ``start``; its stdio is ours (kept after we exit). ``pid_file`` gets the init's
-    host pid. Raises ``ContainerStartError`` (``InvalidOptionError`` for a bad
+    host pid. ``no_pivot``: runc's ``--no-pivot`` (``MS_MOVE`` of the rootfs onto
+    ``/``, then ``chroot``; ignored without a mount namespace, where it is always
+    ``chroot``). Raises ``ContainerStartError`` (``InvalidOptionError`` for a bad
     config field, ``CommandNotFoundError``, ``HookError``); nothing is left then."""
     state_dir, saved, spawned, _ = _launch(root, container_id, bundle, detached=True,
-                                           preserve_fds=preserve_fds)
+                                           preserve_fds=preserve_fds, no_pivot=no_pivot)
     if spawned.pidfd >= 0:
         os.close(spawned.pidfd)
     if pid_file:
@@ -551,14 +575,16 @@ def _exit_code(status: int) -> int:
 
 
 def run(root: Path, container_id: str, bundle: str, *, pid_file: str | None = None,
-        detach: bool = False, preserve_fds: int = 0, keep: bool = False) -> int:
+        detach: bool = False, preserve_fds: int = 0, keep: bool = False,
+        no_pivot: bool = False) -> int:
     """``run``: create and start. Detached: returns 0 once started (the container
     stays until ``delete``). In the foreground: the container's stdio is ours, our
     signals are forwarded to it, we wait for it, then delete it (``keep``: leave it
     stopped, for ``delete``); returns its exit code (128+N when killed by signal
-    N)."""
+    N). ``no_pivot``: as :func:`create`'s."""
     if detach:
-        create(root, container_id, bundle, pid_file=pid_file, preserve_fds=preserve_fds)
+        create(root, container_id, bundle, pid_file=pid_file, preserve_fds=preserve_fds,
+               no_pivot=no_pivot)
         try:
             start(root, container_id)
         except BaseException:
@@ -566,7 +592,7 @@ def run(root: Path, container_id: str, bundle: str, *, pid_file: str | None = No
             raise
         return 0
     state_dir, saved, spawned, prepared = _launch(root, container_id, bundle, detached=False,
-                                                  preserve_fds=preserve_fds)
+                                                  preserve_fds=preserve_fds, no_pivot=no_pivot)
     forward = _Forward(spawned.pidfd, spawned.pid)
     try:
         if pid_file:
@@ -642,13 +668,15 @@ def _wait_gone(saved: ContainerState, timeout: float) -> bool:
 
 def _remove(state_dir: Path, saved: ContainerState, *, status: Status) -> None:
     """What ``delete`` does to a stopped container: the cgroup (ours: strays killed,
-    removed with the parents we made), ``poststop`` hooks (failures warned), the
-    state dir. A half-made one (``creating``, its creator dead) goes to
+    removed with the parents we made), the mounts it made in our namespace (no mount
+    namespace: :func:`~..linux.hostmounts.undo`), ``poststop`` hooks (failures
+    warned), the state dir. A half-made one (``creating``, its creator dead) goes to
     :func:`~.statedir.destroy`, without hooks: it never was created."""
     if saved.status == "creating":
         destroy(state_dir, saved)
         return
     release_cgroup(saved)
+    hostmounts.undo(state_dir)
     run_hooks(_hooks_of(saved, "poststop"), _hook_state(saved, status, pid=0), warn=_warn)
     remove_state_dir(state_dir)
 

@@ -115,7 +115,8 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
             stderr_fd: int = -1, pdeathsig: bool = True, exec_fifo: str | None = None,
             preserve_fds: int = 0, resources: Resources | Mapping[str, Any] | None = None,
             passwd_root: str | None = None, checked: bool = False,
-            dirs_after_fork: bool = False, stdio_dir: str = "") -> Prepared:
+            dirs_after_fork: bool = False, stdio_dir: str = "",
+            no_pivot: bool = False) -> Prepared:
     """Check ``config`` and plan its init; nothing is forked or created.
 
     ``rootfs``: where the root is on the host (``root.path`` resolved against
@@ -132,7 +133,11 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
     the caller makes the files ``stdout`` and ``stderr`` after the fork, before the
     cgroup is made (its ``before_go``); the init opens them (instead of
     ``stdout_fd``/``stderr_fd``); with a user namespace, where it may not, they are
-    made here and inherited (``InitPlan.stdio_dir`` is then empty). A caller that is
+    made here and inherited (``InitPlan.stdio_dir`` is then empty). ``no_pivot``:
+    ``--no-pivot``, the rootfs moved onto ``/`` and chrooted into instead of
+    ``pivot_root`` (:func:`~..linux.rootfs.plan_rootfs`). Without a mount namespace
+    the init mounts in the caller's, and waits for ``D`` first (``InitPlan.wait_dirs``:
+    the caller records it, ``after_fork``, before it mounts anything). A caller that is
     not root (:mod:`.rootless`): the config needs a user namespace, maps beyond its
     own ids need ``newuidmap``/``newgidmap``, and the cgroup is one below the cgroup
     delegated to it or none (:func:`~.rootless.rootless_cgroup`).
@@ -181,7 +186,7 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
         cgroup = rootless.rootless_cgroup(linux.get("cgroupsPath"), container_id, resources)
     else:
         cgroup = open_cgroup(cgroup_path)
-    rootfs_plan = plan_rootfs(config, rootfs, bundle=bundle)
+    rootfs_plan = plan_rootfs(config, rootfs, bundle=bundle, no_pivot=no_pivot)
     if user and not namespaces.cgroup:
         _check_cgroup_mounts(config)
     overlay = None
@@ -247,7 +252,8 @@ def prepare(config: dict[str, Any], *, container_id: str, state_dir: Path, bundl
             create_container=hooks.get("createContainer", ()),
             start_container=hooks.get("startContainer", ()),
             exec_fifo=exec_fifo, preserve_fds=preserve_fds,
-            wait_dirs=dirs_after_fork and overlay is not None, stdio_dir=stdio_dir,
+            wait_dirs=(dirs_after_fork and overlay is not None)
+            or not rootfs_plan.own_mount_namespace, stdio_dir=stdio_dir,
             init=init_requested(config))
     except BaseException:
         prepared.close()

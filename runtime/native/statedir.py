@@ -26,17 +26,22 @@ import errno
 import os
 import shutil
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_containers.exceptions import ContainerStartError
 
+from ..linux import hostmounts
 from ..linux.cgroups import DEFAULT_ROOT, CgroupV1, CgroupV2, open_cgroup
 from .rootless import NoCgroup, open_rootless_cgroup
 from .state import ContainerState, process_alive
 
 __all__ = ["destroy", "missing_parents", "release_cgroup", "remove_parents",
            "remove_state_dir", "saved_cgroup", "take_over_cgroup", "write_file"]
+
+#: seconds :func:`destroy` waits for a SIGKILLed init to be gone before it unmounts
+_INIT_GONE_TIMEOUT = 10.0
 
 
 def _remove_tree(path: Path) -> None:
@@ -51,7 +56,7 @@ def _remove_tree(path: Path) -> None:
 
 #: the state dir's files, and its dirs deepest first (``work/work``: overlayfs's own)
 _STATE_FILES = ("config.json", "owner", "stdout", "stderr", "exec.fifo", "state.json",
-                "state.json.tmp")
+                "state.json.tmp", "hostmounts.json", "hostmounts.json.tmp")
 _STATE_DIRS = ("rootfs", "work/work", "work", "upper")
 
 
@@ -203,8 +208,9 @@ def destroy(state_dir: Path, saved: ContainerState, *, cgroup_root: Path | None 
     docstring): its init SIGKILLed while it is that process (pid and start time),
     every process of its cgroup killed and the cgroup removed (ours only, see
     :func:`release_cgroup`; ``cgroup_root``: another cgroupfs root, for tests),
-    whatever is mounted at or under the state dir unmounted (``MNT_DETACH``,
-    deepest first), then the state dir. No hook runs (``poststop`` is
+    without a mount namespace the mounts it made in ours (once the init is gone:
+    :func:`~..linux.hostmounts.undo`), whatever is mounted at or under the state
+    dir unmounted (``MNT_DETACH``, deepest first), then the state dir. No hook runs (``poststop`` is
     :func:`~.lifecycle.delete`'s). Raises ``CgroupError`` when the cgroup stays busy and
     ``OSError`` (EBUSY) when a mount stays; the state dir is kept then, for the
     next try. Used by ``delete`` (:mod:`.lifecycle`) and by the sweep (:mod:`~..sweep`)."""
@@ -215,6 +221,12 @@ def destroy(state_dir: Path, saved: ContainerState, *, cgroup_root: Path | None 
         with contextlib.suppress(ProcessLookupError):
             os.kill(saved.pid, signal.SIGKILL)
     release_cgroup(saved, cgroup_root)
+    if hostmounts.load(state_dir) is not None:
+        # a killed init still setting up could mount again: gone first
+        deadline = time.monotonic() + _INIT_GONE_TIMEOUT
+        while process_alive(saved.pid, saved.start_time) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        hostmounts.undo(state_dir)
     for target in mounts_under(state_dir):
         unmount(Path(target))
     left = mounts_under(state_dir)
