@@ -14,7 +14,6 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from pytest_containers.runtime.spec import cgroups_path
 from pytest_containers.runtime.sweep import owner_alive, sweep
 
 from tests.backends.conftest import ocicli_leftovers, waiter_pids
-from tests.conftest import needs
+from tests.conftest import needs, wait_for
 
 pytestmark = [needs("runc"), pytest.mark.backends]
 
@@ -40,14 +39,6 @@ _OWNER = textwrap.dedent("""
     sys.stdin.read()
 """)
 
-
-def _wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _in_cgroup(container_id: str) -> list[int]:
@@ -75,14 +66,14 @@ def test_kill_9_of_owner_kills_the_container_then_sweep_removes_everything(
         assert owner.stdout is not None
         init = int(owner.stdout.readline())
         assert init > 0
-        assert _wait_for(lambda: len(_in_cgroup(cid)) == 2)
+        assert wait_for(lambda: len(_in_cgroup(cid)) == 2)
         assert int((state_dir / "owner").read_text()) == owner.pid
         waiters = waiter_pids(owner.pid)
         assert len(waiters) == 2  # the container's and the spare
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
-        assert _wait_for(lambda: _in_cgroup(cid) == [], timeout=1.0), _in_cgroup(cid)
-        assert _wait_for(lambda: waiter_pids(owner.pid) == [], timeout=1.0)
+        assert wait_for(lambda: _in_cgroup(cid) == [], timeout=1.0), _in_cgroup(cid)
+        assert wait_for(lambda: waiter_pids(owner.pid) == [], timeout=1.0)
         # garbage for the sweep: runc state, the rootfs mount, cgroups, state dir
         assert mounts.is_mounted(state_dir / "bundle" / "rootfs")
         assert (state_dir / "runc-root").is_dir()

@@ -12,10 +12,14 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from pytest_containers.runtime.native.engine import NativeContainer, NativeRuntime
 from pytest_containers.runtime.types import ContainerSpec
+
+if TYPE_CHECKING:
+    from tests.linux.test_runtime_cli import Cli
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 STATE_ROOT = Path("/run/ptc")
@@ -160,6 +164,32 @@ def containers(native_runtime: NativeRuntime, busybox_rootfs: Path) -> Iterator[
     """Function: a :class:`Containers` helper; deletes what it started at teardown
     (``_nothing_left`` then checks that nothing of its ids remains)."""
     helper = Containers(native_runtime, busybox_rootfs)
+    try:
+        yield helper
+    finally:
+        helper.cleanup()
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, busybox_rootfs: Path) -> Path:
+    """Function: a bundle whose rootfs is a copy of the busybox test rootfs, its
+    config.json from ``ptc-runtime spec``; removed with ``tmp_path``."""
+    from tests.linux.test_runtime_cli import ptc_runtime
+
+    shutil.copytree(busybox_rootfs, tmp_path / "rootfs", symlinks=True)
+    (tmp_path / "rootfs").chmod(0o755)
+    proc = ptc_runtime("spec", "--bundle", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    return tmp_path
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    """Function: ``ptc-runtime`` driven as a test would (``create`` with its stdio in
+    files under ``tmp_path``); every id it made is force-deleted at teardown."""
+    from tests.linux.test_runtime_cli import Cli
+
+    helper = Cli(tmp_path)
     try:
         yield helper
     finally:

@@ -44,16 +44,6 @@ def ptc_runtime(*args: str, cwd: Path | None = None, timeout: float = 60
 
 
 
-@pytest.fixture
-def bundle(tmp_path: Path, busybox_rootfs: Path) -> Path:
-    """A bundle whose rootfs is a copy of the busybox test rootfs (``ptc-runtime spec``)."""
-    shutil.copytree(busybox_rootfs, tmp_path / "rootfs", symlinks=True)
-    (tmp_path / "rootfs").chmod(0o755)
-    proc = ptc_runtime("spec", "--bundle", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    return tmp_path
-
-
 def configure(bundle: Path, *args: str, **changes: Any) -> dict[str, Any]:
     """Set ``process.args`` (when given) and top-level ``changes`` in the bundle's config;
     returns the config written."""
@@ -96,15 +86,6 @@ class Cli:
     def cleanup(self) -> None:
         for cid in self.ids:
             ptc_runtime("delete", "--force", cid)
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
-    helper = Cli(tmp_path)
-    try:
-        yield helper
-    finally:
-        helper.cleanup()
 
 
 def test_spec_writes_a_runtime_spec_config(bundle: Path) -> None:

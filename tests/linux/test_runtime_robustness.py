@@ -18,7 +18,6 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,26 +41,6 @@ from tests.linux.test_runtime_cli import CLI, Cli, configure, ptc_runtime
 
 #: what must not appear in a message for a person
 PYTHON_WORDS = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception)\b|\[Errno \d+\]|Traceback")
-
-
-@pytest.fixture
-def bundle(tmp_path: Path, busybox_rootfs: Path) -> Path:
-    """A bundle whose rootfs is a copy of the busybox test rootfs (``ptc-runtime spec``)."""
-    shutil.copytree(busybox_rootfs, tmp_path / "rootfs", symlinks=True)
-    (tmp_path / "rootfs").chmod(0o755)
-    proc = ptc_runtime("spec", "--bundle", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    return tmp_path
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
-    """Function: ``create`` with its stdio in files; every id force-deleted at teardown."""
-    helper = Cli(tmp_path)
-    try:
-        yield helper
-    finally:
-        helper.cleanup()
 
 
 def set_resources(bundle: Path, resources: dict[str, Any]) -> None:

@@ -59,15 +59,6 @@ def bundle(busybox_rootfs: Path) -> Iterator[Path]:
         shutil.rmtree(base)
 
 
-@pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
-    helper = Cli(tmp_path)
-    try:
-        yield helper
-    finally:
-        helper.cleanup()
-
-
 def _owner_userns(pid: int, kind: str) -> int:
     """The inode of the user namespace owning ``/proc/<pid>/ns/<kind>``."""
     fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
