@@ -7,11 +7,12 @@ under the state root whose owner is dead is garbage (:mod:`.sweep`).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["default_state_root", "user_runtime_dir"]
+__all__ = ["default_state_root", "user_runtime_dir", "write_json_atomically"]
 
 
 def user_runtime_dir(*, environ: Mapping[str, str] | None = None, uid: int | None = None,
@@ -35,3 +36,16 @@ def default_state_root() -> Path:
         return Path("/run/ptc")
     runtime_dir = user_runtime_dir()
     return runtime_dir / "ptc" if runtime_dir else Path(f"/tmp/ptc-{os.geteuid()}")
+
+
+def write_json_atomically(path: str, value: object) -> None:
+    """Write ``value`` as compact JSON to ``path`` (mode ``0600``) through
+    ``path.tmp`` and ``rename(2)``: a reader sees the old file or the new one, never
+    half of one."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(value, separators=(",", ":")).encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)

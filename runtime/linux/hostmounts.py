@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..state import write_json_atomically
 from . import syscalls as sc
 from .mounts import MountInfo, mountinfo
 
@@ -158,13 +159,7 @@ def record(state_dir: Path | str, rootfs: Path | str) -> HostMounts:
         stacked = tuple(m.mount_id for m in mountinfo() if m.mount_point == target)
     found = HostMounts(target, top.unique_id if top else 0, top.mount_id if top else 0,
                        stacked)
-    tmp = f"{state_dir}/{RECORD}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, json.dumps(found.to_json(), separators=(",", ":")).encode())
-    finally:
-        os.close(fd)
-    os.rename(tmp, f"{state_dir}/{RECORD}")
+    write_json_atomically(f"{state_dir}/{RECORD}", found.to_json())
     return found
 
 

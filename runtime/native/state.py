@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ..state import write_json_atomically
+
 __all__ = ["ContainerState", "EXEC_FIFO", "STATE_FILE", "STATE_OCI_VERSION", "Status",
            "load_state", "proc_start_time", "process_alive"]
 
@@ -146,13 +148,7 @@ class ContainerState:
 
     def save(self, state_dir: Path | str) -> None:
         """Write ``state_dir/state.json`` atomically (a temporary file, ``rename``)."""
-        tmp = f"{state_dir}/{STATE_FILE}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(self.to_json(), separators=(",", ":")).encode())
-        finally:
-            os.close(fd)
-        os.rename(tmp, f"{state_dir}/{STATE_FILE}")
+        write_json_atomically(f"{state_dir}/{STATE_FILE}", self.to_json())
 
     def current_status(self, state_dir: Path | str, *, frozen: bool = False) -> Status:
         """The status now (module docstring): ``created``/``running``/``paused`` while
